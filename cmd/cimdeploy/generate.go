@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/cimdeploy/cimdeploy/gitops/events"
+	"github.com/cimdeploy/cimdeploy/gitops/projection"
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+)
+
+// generateOptions configure `cimdeploy generate`; every field is also a CIMDEPLOY_* variable.
+type generateOptions struct {
+	Events     string `env:"CIMDEPLOY_EVENTS, default=events"`
+	Out        string `env:"CIMDEPLOY_OUT, default=."`
+	LXCBuilder string `env:"CIMDEPLOY_LXC_BUILDER, default=nixpkgs"`
+	NixpkgsURL string `env:"CIMDEPLOY_NIXPKGS_URL"`
+	Check      bool
+	JSON       bool
+}
+
+// errDrift is the --check verdict when the files differ from the projection.
+var errDrift = errors.New("generated files differ from the projection of the events")
+
+func newGenerateCommand(g *globalOptions) *cobra.Command {
+	var opts generateOptions
+	envErr := envconfig.Process(context.Background(), &opts)
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Project the domain events into the cluster's Nix flake",
+		Long: `Fold the domain events into a topology and write it as a Nix flake: flake.nix,
+topology.nix and nixosModules/nats-cluster.nix. Files are written atomically and only when they change.
+
+With --check nothing is written: the command exits 1 and prints a unified diff when the files in --out
+differ from the projection (the drift check for pull requests). With --json it prints the folded topology.
+Problems in the events are all reported in one run, each naming file, event and field.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return usageError(envErr)
+			}
+			return runGenerate(cmd.Context(), g, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Events, "events", opts.Events, "directory of event files (*.json, *.ndjson) [CIMDEPLOY_EVENTS]")
+	f.StringVar(&opts.Out, "out", opts.Out, "directory the flake is written to [CIMDEPLOY_OUT]")
+	f.StringVar(&opts.LXCBuilder, "lxc-builder", opts.LXCBuilder, "how LXC tarballs are built: nixpkgs (proxmox-lxc.nix) or nixos-generators (older pins) [CIMDEPLOY_LXC_BUILDER]")
+	f.StringVar(&opts.NixpkgsURL, "nixpkgs-url", opts.NixpkgsURL, "flake URL of the nixpkgs input (default github:NixOS/nixpkgs/nixos-unstable) [CIMDEPLOY_NIXPKGS_URL]")
+	f.BoolVar(&opts.Check, "check", false, "write nothing; exit 1 with a diff when --out differs from the projection")
+	f.BoolVar(&opts.JSON, "json", false, "print the folded topology as JSON and write nothing")
+	return cmd
+}
+
+// project loads and folds the events under dir and renders the flake.
+func project(dir string, opts projection.Options) (*topology.Topology, []projection.File, error) {
+	evs, problems := events.Load(dir)
+	t, more := topology.Fold(evs)
+	if problems = append(problems, more...); len(problems) > 0 {
+		return nil, nil, problems
+	}
+	files, err := projection.Render(t, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, files, nil
+}
+
+func runGenerate(_ context.Context, g *globalOptions, opts generateOptions) error {
+	if opts.Check && opts.JSON {
+		return usageError(errors.New("--check and --json exclude each other"))
+	}
+	t, files, err := project(opts.Events, projection.Options{LXCBuilder: opts.LXCBuilder, NixpkgsURL: opts.NixpkgsURL})
+	if err != nil {
+		var ps events.Problems
+		if !errors.As(err, &ps) && !errors.Is(err, projection.ErrIncomplete) {
+			return usageError(err)
+		}
+		return err
+	}
+	switch {
+	case opts.JSON:
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(t)
+	case opts.Check:
+		diff, err := projection.Diff(opts.Out, files)
+		if err != nil {
+			return &exitError{code: exitInfra, err: err}
+		}
+		if diff != "" {
+			io.WriteString(g.stdout, diff)
+			return fmt.Errorf("%w (%s); run `cimdeploy generate --events %s --out %s`", errDrift, opts.Out, opts.Events, opts.Out)
+		}
+		fmt.Fprintf(g.stdout, "%s is up to date with the events (sequence %d)\n", opts.Out, t.Sequence)
+		return nil
+	default:
+		changed, err := projection.Write(opts.Out, files)
+		if err != nil {
+			return &exitError{code: exitInfra, err: err}
+		}
+		if len(changed) == 0 {
+			fmt.Fprintf(g.stdout, "%s is up to date with the events (sequence %d, %d nodes)\n", opts.Out, t.Sequence, len(t.Nodes))
+			return nil
+		}
+		fmt.Fprintf(g.stdout, "wrote %s in %s (sequence %d, %d nodes)\n", strings.Join(changed, ", "), opts.Out, t.Sequence, len(t.Nodes))
+		return nil
+	}
+}
