@@ -179,17 +179,29 @@ func LoadFS(fsys fs.FS, root string) ([]Event, Problems) {
 		problems = append(problems, ps...)
 	}
 	sorted, ps := Order(all)
-	return sorted, append(problems, ps...)
+	// Events of unknown types keep their place in the order checks, then leave: their problem is reported.
+	kept := sorted[:0]
+	for _, ev := range sorted {
+		if known(ev.Type) {
+			kept = append(kept, ev)
+		}
+	}
+	return kept, append(problems, ps...)
 }
 
 // Parse reads the events of one file: a single JSON object for .json, one object per line otherwise.
 func Parse(name string, data []byte) ([]Event, Problems) {
 	if filepath.Ext(name) == extJSON {
-		ev, p := parseOne(Source{File: name, Line: 1}, data, 0)
-		if p != nil {
-			return nil, Problems{*p}
+		ev, p, keep := parseOne(Source{File: name, Line: 1}, data, 0)
+		var evs []Event
+		var problems Problems
+		if keep {
+			evs = append(evs, ev)
 		}
-		return []Event{ev}, nil
+		if p != nil {
+			problems = append(problems, *p)
+		}
+		return evs, problems
 	}
 	var evs []Event
 	var problems Problems
@@ -203,9 +215,11 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 		if len(bytes.TrimSpace(text)) == 0 {
 			continue
 		}
-		ev, p := parseOne(Source{File: name, Line: line}, text, line)
+		ev, p, keep := parseOne(Source{File: name, Line: line}, text, line)
 		if p != nil {
 			problems = append(problems, *p)
+		}
+		if !keep {
 			continue
 		}
 		if last != nil && ev.Sequence <= last.Sequence {
@@ -221,9 +235,9 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 }
 
 // parseOne decodes and checks one envelope. lineBase is the line of data's first byte for NDJSON (0 for
-// whole files, whose syntax errors are located by counting lines).
-func parseOne(src Source, data []byte, lineBase int) (Event, *Problem) {
-	var ev Event
+// whole files, whose syntax errors are located by counting lines). keep reports whether the event holds
+// its place in the log: a complete envelope does, even of an unknown type.
+func parseOne(src Source, data []byte, lineBase int) (ev Event, _ *Problem, keep bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&ev)
@@ -235,11 +249,11 @@ func parseOne(src Source, data []byte, lineBase int) (Event, *Problem) {
 			if lineBase > 0 {
 				l = lineBase
 			}
-			return ev, &Problem{Source: Source{File: src.File, Line: l}, Column: c, Message: err.Error()}
+			return ev, &Problem{Source: Source{File: src.File, Line: l}, Column: c, Message: err.Error()}, false
 		}
 	}
 	if err != nil {
-		return ev, decodeProblem(src, data, lineBase, err)
+		return ev, decodeProblem(src, data, lineBase, err), false
 	}
 	ev.Source = src
 	var missing []string
@@ -260,17 +274,17 @@ func parseOne(src Source, data []byte, lineBase int) (Event, *Problem) {
 	}
 	if len(missing) > 0 {
 		p := ev.Problem(strings.Join(missing, ", "), "missing or empty (sequence starts at 1)")
-		return ev, &p
+		return ev, &p, false
 	}
 	if d := bytes.TrimSpace(ev.Data); len(d) == 0 || d[0] != '{' {
 		p := ev.Problem("data", "must be a JSON object")
-		return ev, &p
+		return ev, &p, false
 	}
 	if !known(ev.Type) {
 		p := ev.Problem("event_type", "unknown event type %q (known: %s)", ev.Type, strings.Join(Types, ", "))
-		return ev, &p
+		return ev, &p, true
 	}
-	return ev, nil
+	return ev, nil, true
 }
 
 func known(t string) bool {
@@ -288,7 +302,7 @@ func decodeProblem(src Source, data []byte, lineBase int, err error) *Problem {
 	p := &Problem{Source: src}
 	switch {
 	case errors.As(err, &syn):
-		p.Source.Line, p.Column = lineCol(data, syn.Offset)
+		p.Source.Line, p.Column = lineCol(data, max(syn.Offset-1, 0)) // the offending byte
 		p.Message = "bad JSON: " + syn.Error()
 	case errors.As(err, &typ):
 		p.Source.Line, p.Column = lineCol(data, typ.Offset)
@@ -320,7 +334,8 @@ func lineCol(data []byte, off int64) (int, int) {
 }
 
 // Order sorts events by sequence and reports duplicate event ids, duplicate sequences and gaps: a
-// log's sequences run 1, 2, 3, ... without holes.
+// log's sequences run 1, 2, 3, ... without holes. Events whose id or sequence repeats an earlier one
+// are left out of the result.
 func Order(evs []Event) ([]Event, Problems) {
 	var problems Problems
 	sorted := make([]Event, len(evs))
@@ -328,14 +343,6 @@ func Order(evs []Event) ([]Event, Problems) {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Sequence < sorted[j].Sequence })
 
 	ids := make(map[string]*Event, len(sorted))
-	for i := range sorted {
-		ev := &sorted[i]
-		if first, ok := ids[ev.EventID]; ok {
-			problems = append(problems, ev.Problem("event_id", "duplicate event id, first used by event %d at %s", first.Sequence, first.Source))
-			continue
-		}
-		ids[ev.EventID] = ev
-	}
 	out := sorted[:0:0]
 	var prev *Event
 	for i := range sorted {
@@ -349,8 +356,13 @@ func Order(evs []Event) ([]Event, Problems) {
 		case prev != nil && ev.Sequence != prev.Sequence+1:
 			problems = append(problems, ev.Problem("sequence", "gap: sequences %d to %d are missing (previous event at %s)", prev.Sequence+1, ev.Sequence-1, prev.Source))
 		}
-		out = append(out, *ev)
 		prev = ev
+		if first, ok := ids[ev.EventID]; ok {
+			problems = append(problems, ev.Problem("event_id", "duplicate event id, first used by event %d at %s", first.Sequence, first.Source))
+			continue
+		}
+		ids[ev.EventID] = ev
+		out = append(out, *ev)
 	}
 	return out, problems
 }

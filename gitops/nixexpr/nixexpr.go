@@ -7,11 +7,11 @@
 package nixexpr
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -234,7 +234,20 @@ func Quote(s string) (string, error) {
 	return b.String(), nil
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_'-]*$`)
+// isIdentifier reports whether s is a Nix identifier: [A-Za-z_][A-Za-z0-9_'-]*.
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '\'' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 // keywords cannot be bare attribute names (or is one only in some positions; it is quoted anyway).
 var keywords = map[string]bool{
@@ -244,7 +257,7 @@ var keywords = map[string]bool{
 
 // AttrName returns name as an attribute name: bare when it is an identifier, quoted otherwise.
 func AttrName(name string) (string, error) {
-	if identifier.MatchString(name) && !keywords[name] {
+	if isIdentifier(name) && !keywords[name] {
 		return name, nil
 	}
 	return Quote(name)
@@ -305,7 +318,7 @@ func Marshal(v any) (Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var generic any
 	if err := dec.Decode(&generic); err != nil {

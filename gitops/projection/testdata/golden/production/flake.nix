@@ -23,6 +23,7 @@
         ];
         networking.hostName = name;
         system.stateVersion = node.state_version;
+        # Maps a generation back to the commit it was built from.
         system.configurationRevision = self.rev or "dirty";
       };
     in

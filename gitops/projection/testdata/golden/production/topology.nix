@@ -30,6 +30,65 @@
       state_version = "25.05";
       system = "x86_64-linux";
     };
+    nats-2 = {
+      address = "10.0.0.42";
+      interface = "eth0";
+      prefix_length = 19;
+      proxmox = {
+        bridge = "vmbr0";
+        cores = 2;
+        features = [ "nesting=1" ];
+        host = "pve1";
+        memory_mib = 2048;
+        storage = "local-lvm";
+        unprivileged = true;
+        vmid = 202;
+      };
+      state_version = "25.05";
+      system = "x86_64-linux";
+    };
+    nats-3 = {
+      address = "10.0.0.43";
+      interface = "eth0";
+      prefix_length = 19;
+      proxmox = {
+        bridge = "vmbr0";
+        cores = 2;
+        features = [ "nesting=1" ];
+        host = "pve1";
+        memory_mib = 2048;
+        storage = "local-lvm";
+        unprivileged = true;
+        vmid = 203;
+      };
+      state_version = "25.05";
+      system = "x86_64-linux";
+    };
   };
   sequence = 9;
+  services = {
+    nats = {
+      client_port = 4222;
+      cluster = {
+        name = "cim-cluster";
+        port = 6222;
+      };
+      jetstream = {
+        max_file_store = 10737418240;
+        max_memory_store = 1073741824;
+        store_dir = "/var/lib/nats/jetstream";
+      };
+      lame_duck_duration = "30s";
+      lame_duck_grace_period = "10s";
+      monitor_port = 8222;
+    };
+    nats_exporter = {
+      extra_flags = [ "-varz" "-connz" "-routez" "-jsz=all" "-healthz" ];
+      port = 7777;
+    };
+    node_exporter = {
+      enabled_collectors = [ "systemd" "processes" ];
+      port = 9100;
+    };
+  };
 }

@@ -4,6 +4,7 @@
 
 let
   topology = import ../topology.nix;
+  # This node's own data, looked up by its host name.
   node = topology.nodes.${config.networking.hostName};
 in
 {

@@ -1,0 +1,173 @@
+package events_test
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/cimdeploy/cimdeploy/gitops/events"
+)
+
+func env(seq, id, typ string) string {
+	return `{"event_id":"` + id + `","aggregate_id":"cim","sequence":` + seq +
+		`,"timestamp":"2025-11-20T10:00:00Z","correlation_id":"c","causation_id":"c","event_type":"` + typ + `","data":{}}`
+}
+
+func TestLoadFixtures(t *testing.T) {
+	t.Parallel()
+	evs, problems := events.Load("../../fixtures/events")
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	if len(evs) != 9 {
+		t.Fatalf("got %d events, want 9", len(evs))
+	}
+	for i, ev := range evs {
+		if ev.Sequence != uint64(i+1) {
+			t.Errorf("event %d has sequence %d", i, ev.Sequence)
+		}
+		if !strings.HasPrefix(ev.Source.File, "../../fixtures/events/") {
+			t.Errorf("event %d source %q does not name its file", i, ev.Source.File)
+		}
+	}
+}
+
+func TestLoadNDJSONAndFilesMix(t *testing.T) {
+	t.Parallel()
+	fsys := fstest.MapFS{
+		"0001.json":      {Data: []byte(env("1", "a", "DomainCreated"))},
+		"log/2-3.ndjson": {Data: []byte(env("2", "b", "NodeAdded") + "\n\n" + env("3", "c", "NodeAdded") + "\n")},
+		"README.md":      {Data: []byte("not an event")},
+	}
+	evs, problems := events.LoadFS(fsys, ".")
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	if len(evs) != 3 || evs[2].EventID != "c" || evs[2].Source.Line != 3 {
+		t.Fatalf("got %+v", evs)
+	}
+}
+
+// TestProblems is the table of every envelope and log problem: each is reported with its location,
+// and all of them in one run.
+func TestProblems(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  []string // substrings of Problems.Error(), each must appear
+	}{
+		{
+			name:  "bad JSON names line and column",
+			files: map[string]string{"0001.json": "{\n  \"event_id\": \"a\",\n  \"sequence\": 1,,\n}"},
+			want:  []string{"0001.json:3:17: bad JSON: invalid character ','"},
+		},
+		{
+			name:  "bad JSON in NDJSON names the line",
+			files: map[string]string{"log.ndjson": env("1", "a", "DomainCreated") + "\n{\"event_id\": tru}\n"},
+			want:  []string{"log.ndjson:2:", "bad JSON"},
+		},
+		{
+			name:  "truncated file",
+			files: map[string]string{"0001.json": `{"event_id": "a"`},
+			want:  []string{"0001.json:1:", "unexpected end of input"},
+		},
+		{
+			name:  "wrong type names the field",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"sequence":1`, `"sequence":"one"`, 1)},
+			want:  []string{"0001.json:1:", "sequence: bad JSON: string where uint64 is expected"},
+		},
+		{
+			name:  "unknown envelope field",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data"`, `"payload":{},"data"`, 1)},
+			want:  []string{`unknown field "payload"`},
+		},
+		{
+			name:  "unknown event type",
+			files: map[string]string{"0001.json": env("1", "a", "NodeExploded")},
+			want:  []string{`0001.json:1: event 1 (a): event_type: unknown event type "NodeExploded"`},
+		},
+		{
+			name:  "missing envelope fields",
+			files: map[string]string{"0001.json": `{"sequence":1,"event_type":"DomainCreated","data":{}}`},
+			want:  []string{"event_id, aggregate_id, timestamp: missing or empty"},
+		},
+		{
+			name:  "data not an object",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":[1]`, 1)},
+			want:  []string{"data: must be a JSON object"},
+		},
+		{
+			name: "duplicate event id",
+			files: map[string]string{
+				"0001.json": env("1", "a", "DomainCreated"),
+				"0002.json": env("2", "a", "NodeAdded"),
+			},
+			want: []string{"0002.json:1: event 2 (a): event_id: duplicate event id, first used by event 1 at 0001.json:1"},
+		},
+		{
+			name: "duplicate sequence",
+			files: map[string]string{
+				"0001.json": env("1", "a", "DomainCreated"),
+				"0002.json": env("1", "b", "NodeAdded"),
+			},
+			want: []string{"0002.json:1: event 1 (b): sequence: duplicate sequence 1, also used at 0001.json:1"},
+		},
+		{
+			name: "gap",
+			files: map[string]string{
+				"0001.json": env("1", "a", "DomainCreated"),
+				"0004.json": env("4", "d", "NodeAdded"),
+			},
+			want: []string{"event 4 (d): sequence: gap: sequences 2 to 3 are missing"},
+		},
+		{
+			name:  "log not starting at 1",
+			files: map[string]string{"0002.json": env("2", "b", "DomainCreated")},
+			want:  []string{"gap: the log starts at 2, not 1"},
+		},
+		{
+			name:  "disorder within an NDJSON file",
+			files: map[string]string{"log.ndjson": env("2", "b", "NodeAdded") + "\n" + env("1", "a", "DomainCreated") + "\n"},
+			want:  []string{"log.ndjson:2: event 1 (a): sequence: out of order: follows sequence 2 on line 1"},
+		},
+		{
+			name:  "trailing content",
+			files: map[string]string{"0001.json": env("1", "a", "DomainCreated") + " {}"},
+			want:  []string{"unexpected content after the event object"},
+		},
+		{
+			name:  "no files",
+			files: map[string]string{"notes.txt": "x"},
+			want:  []string{"no event files"},
+		},
+		{
+			name: "all problems in one run",
+			files: map[string]string{
+				"0001.json": env("1", "a", "Bogus"),
+				"0002.json": "{",
+				"0005.json": env("5", "e", "NodeAdded"),
+			},
+			want: []string{`unknown event type "Bogus"`, "0002.json:1:", "gap: sequences 2 to 4"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fsys := fstest.MapFS{}
+			for name, data := range tt.files {
+				fsys[name] = &fstest.MapFile{Data: []byte(data)}
+			}
+			_, problems := events.LoadFS(fsys, ".")
+			if len(problems) == 0 {
+				t.Fatalf("no problems, want %q", tt.want)
+			}
+			got := problems.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("problems do not mention %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
