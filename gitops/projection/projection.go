@@ -327,4 +327,3 @@ func Paths(files []File) []string {
 	}
 	return out
 }
-
