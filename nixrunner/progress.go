@@ -1,0 +1,246 @@
+package nixrunner
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+)
+
+// Progress is a snapshot of a running nix call, handed to the caller's progress func whenever it changes
+// and for every build log line. The counts are those of the call's builds (Nix's "builds" activity).
+type Progress struct {
+	Done     int `json:"done"`     // builds finished
+	Expected int `json:"expected"` // builds the call needs, as known so far
+	Running  int `json:"running"`  // builds running now
+	Failed   int `json:"failed"`   // builds failed
+	// Activity is the latest still-running build, substitution or copy as Nix names it,
+	// e.g. "building '/nix/store/…-nixos-system-nats-1.drv'"; empty when none runs.
+	Activity string `json:"activity,omitempty"`
+	// Line is set only when this event is a build log line: the line, without its newline.
+	Line string `json:"line,omitempty"`
+	// Drv is the derivation whose builder printed Line (empty for other events).
+	Drv string `json:"drv,omitempty"`
+}
+
+// Nix's internal-json activity and result types (src/libutil/logging.hh); stable from Nix 2.4 on.
+const (
+	actCopyPath   = 100
+	actBuilds     = 104
+	actBuild      = 105
+	actSubstitute = 108
+
+	resBuildLogLine     = 101
+	resProgress         = 105
+	resPostBuildLogLine = 107
+)
+
+// Nix's verbosity levels: lvlError = 0, lvlWarn = 1, lvlNotice = 2, lvlInfo = 3, ...
+const lvlNotice = 2
+
+// lastLinesCap is how many lines a failed call keeps in Error.LastLines.
+const lastLinesCap = 20
+
+// maxLine caps a line of nix's stderr; a longer one is cut into pieces.
+const maxLine = 1 << 20
+
+// buildFailure matches the error messages of Nix 2.8 to 2.3x that mean a build failed, as opposed to an
+// evaluation error: "builder for '…' failed with exit code 3" (2.8 to 2.2x), "build of '…' failed"
+// (several failures), "Cannot build '…'." (2.2x+), "1 dependencies of derivation '…' failed to build",
+// "1 dependencies couldn't be built", "hash mismatch in fixed-output derivation", "… may not be
+// deterministic" (--check) and "… failed to produce output path".
+var buildFailure = regexp.MustCompile(`builder for '[^']*' failed|build of '[^']*' failed|Cannot build '|` +
+	`failed to build|dependencies couldn't be built|hash mismatch in fixed-output derivation|` +
+	`may not be deterministic|failed to produce output path`)
+
+var ansi = regexp.MustCompile("\x1b\\[[0-9;?]*[a-zA-Z]")
+
+func stripANSI(s string) string {
+	if !strings.Contains(s, "\x1b") {
+		return s
+	}
+	return ansi.ReplaceAllString(s, "")
+}
+
+// entry is one "@nix {…}" line of --log-format internal-json.
+type entry struct {
+	Action string            `json:"action"` // start, stop, result, msg
+	ID     uint64            `json:"id"`
+	Level  int               `json:"level"`
+	Type   int               `json:"type"`
+	Text   string            `json:"text"`
+	Msg    string            `json:"msg"`
+	Fields []json.RawMessage `json:"fields"`
+}
+
+type activity struct {
+	typ  int
+	text string
+	drv  string
+}
+
+// logParser turns nix's stderr, one line at a time, into Progress events, the last lines for an error,
+// and whether a build failed. Lines that are not "@nix " JSON (nix's own stderr outside its logger, or
+// a future format) are kept as plain lines. It is not safe for concurrent use; exec feeds it from one
+// goroutine.
+type logParser struct {
+	progress func(Progress) // may be nil
+
+	cur         Progress
+	sent        Progress
+	sentAny     bool
+	acts        map[uint64]activity // every started activity not yet stopped
+	shown       []uint64            // started build/substitute/copy activities, oldest first
+	last        []string            // ring of the last lines, oldest first
+	buildFailed bool
+}
+
+func newLogParser(progress func(Progress)) *logParser {
+	return &logParser{progress: progress, acts: map[uint64]activity{}}
+}
+
+// line handles one line of stderr, without its newline.
+func (p *logParser) line(s string) {
+	s = strings.TrimRight(s, "\r")
+	raw, ok := strings.CutPrefix(s, "@nix ")
+	if !ok {
+		if strings.TrimSpace(s) != "" {
+			p.remember(stripANSI(s))
+		}
+		return
+	}
+	var e entry
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		p.remember(stripANSI(s))
+		return
+	}
+	switch e.Action {
+	case "start":
+		a := activity{typ: e.Type, text: stripANSI(e.Text)}
+		if e.Type == actBuild && len(e.Fields) > 0 {
+			_ = json.Unmarshal(e.Fields[0], &a.drv)
+		}
+		p.acts[e.ID] = a
+		if (a.typ == actBuild || a.typ == actSubstitute || a.typ == actCopyPath) && a.text != "" {
+			p.shown = append(p.shown, e.ID)
+			p.cur.Activity = a.text
+			p.emit("", "")
+		}
+	case "stop":
+		delete(p.acts, e.ID)
+		for i, id := range p.shown {
+			if id == e.ID {
+				p.shown = append(p.shown[:i], p.shown[i+1:]...)
+				p.cur.Activity = ""
+				if n := len(p.shown); n > 0 {
+					p.cur.Activity = p.acts[p.shown[n-1]].text
+				}
+				p.emit("", "")
+				break
+			}
+		}
+	case "result":
+		p.result(e)
+	case "msg":
+		if e.Level > lvlNotice {
+			return
+		}
+		msg := stripANSI(e.Msg)
+		if e.Level == 0 && buildFailure.MatchString(msg) {
+			p.buildFailed = true
+		}
+		for l := range strings.SplitSeq(strings.TrimRight(msg, "\n"), "\n") {
+			p.remember(strings.TrimRight(l, " "))
+		}
+	}
+}
+
+func (p *logParser) result(e entry) {
+	switch e.Type {
+	case resBuildLogLine, resPostBuildLogLine:
+		var l string
+		if len(e.Fields) == 0 || json.Unmarshal(e.Fields[0], &l) != nil {
+			return
+		}
+		l = stripANSI(strings.TrimRight(l, "\r\n"))
+		p.remember(l)
+		p.emit(l, p.acts[e.ID].drv)
+	case resProgress:
+		if p.acts[e.ID].typ != actBuilds || len(e.Fields) < 4 {
+			return
+		}
+		var n [4]int
+		for i := range n {
+			if json.Unmarshal(e.Fields[i], &n[i]) != nil {
+				return
+			}
+		}
+		p.cur.Done, p.cur.Expected, p.cur.Running, p.cur.Failed = n[0], n[1], n[2], n[3]
+		if n[3] > 0 {
+			p.buildFailed = true
+		}
+		p.emit("", "")
+	}
+}
+
+// emit hands a snapshot to the progress func: always for a log line, else only when it changed.
+func (p *logParser) emit(line, drv string) {
+	ev := p.cur
+	ev.Line, ev.Drv = line, drv
+	if line == "" {
+		if p.sentAny && ev == p.sent {
+			return
+		}
+		p.sent, p.sentAny = ev, true
+	}
+	if p.progress != nil {
+		p.progress(ev)
+	}
+}
+
+func (p *logParser) remember(l string) {
+	if len(p.last) == lastLinesCap {
+		copy(p.last, p.last[1:])
+		p.last = p.last[:lastLinesCap-1]
+	}
+	p.last = append(p.last, l)
+}
+
+// lastLines returns a copy of the remembered lines, oldest first.
+func (p *logParser) lastLines() []string {
+	return append([]string(nil), p.last...)
+}
+
+// lineWriter is an io.Writer that calls line for every complete line written to it (without the
+// newline) and for pieces of maxLine bytes of an overlong one. flush hands over an unterminated rest.
+type lineWriter struct {
+	buf  []byte
+	line func(string)
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			w.buf = append(w.buf, b...)
+			for len(w.buf) >= maxLine {
+				w.line(string(w.buf[:maxLine]))
+				w.buf = append(w.buf[:0], w.buf[maxLine:]...)
+			}
+			break
+		}
+		w.buf = append(w.buf, b[:i]...)
+		w.line(string(w.buf))
+		w.buf = w.buf[:0]
+		b = b[i+1:]
+	}
+	return n, nil
+}
+
+func (w *lineWriter) flush() {
+	if len(w.buf) > 0 {
+		w.line(string(w.buf))
+		w.buf = w.buf[:0]
+	}
+}
