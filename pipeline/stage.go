@@ -80,6 +80,11 @@ func (s *StageRun) Each(ctx context.Context, nodes []string, fn func(ctx context
 	return s.each(ctx, nodes, s.parallel, fn)
 }
 
+// EachLimit is Each with its own bound on concurrent steps (a stage's workers), at most limit at a time.
+func (s *StageRun) EachLimit(ctx context.Context, nodes []string, limit int, fn func(ctx context.Context, step *Step) error) error {
+	return s.each(ctx, nodes, limit, fn)
+}
+
 // Serial runs fn for the nodes one at a time, in order, stopping at the first failure; the nodes not
 // reached are recorded as skipped (cancelled when ctx ended). Cancellation is checked between nodes,
 // never inside one.

@@ -1,0 +1,140 @@
+package stages
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/cimdeploy/cimdeploy/nixrunner"
+	"github.com/cimdeploy/cimdeploy/pipeline"
+)
+
+// Build builds every node's toplevel and LXC tarball in parallel workers. A node whose outputs are
+// already in the store is not rebuilt (not even evaluated twice: its out paths are evaluated, checked
+// for validity, and only the missing ones are built). A failing node fails the stage; the other
+// nodes' builds finish.
+type Build struct {
+	Nix Nix
+	// Workers bounds concurrent builds; 0 picks min(CPUs, available memory / MemoryPerEval).
+	Workers int
+	// MemoryPerEval is the memory one evaluation needs (default 512 MiB).
+	MemoryPerEval int64
+	// System is the packages' system (default x86_64-linux).
+	System string
+}
+
+// Name implements pipeline.Stage.
+func (Build) Name() string { return "build" }
+
+// Attributes of a node's outputs in the generated flake.
+func toplevelAttr(node string) string { return "nixosConfigurations." + node + ".config.system.build.toplevel" }
+func tarballAttr(system, node string) string { return "packages." + system + "." + node + "-lxc" }
+
+// Run implements pipeline.Stage.
+func (b Build) Run(ctx context.Context, s *pipeline.StageRun) error {
+	run := s.Run
+	if len(run.Nodes) == 0 {
+		return errors.New("no nodes to build: the generate stage did not run")
+	}
+	system := b.System
+	if system == "" {
+		system = "x86_64-linux"
+	}
+	workers := b.workers()
+	s.Logger.Info("building", "nodes", len(run.Nodes), "workers", workers)
+	return s.EachLimit(ctx, run.Nodes, workers, func(ctx context.Context, st *pipeline.Step) error {
+		attrs := []string{toplevelAttr(st.Node), tarballAttr(system, st.Node)}
+		paths := make([]string, len(attrs))
+		for i, attr := range attrs {
+			p, err := b.Nix.OutPath(ctx, run.Workspace, attr)
+			if err != nil {
+				return located("build", st.Node, err)
+			}
+			paths[i] = p
+		}
+		valid, err := b.Nix.Valid(ctx, paths...)
+		if err != nil {
+			return located("build", st.Node, err)
+		}
+		art := pipeline.Artifact{Toplevel: paths[0], Tarball: paths[1], Cached: valid[paths[0]] && valid[paths[1]]}
+		if art.Cached {
+			st.Note("cached")
+			s.Built(ctx, st.Node, art)
+			return nil
+		}
+		var missing []string
+		for i, attr := range attrs {
+			if !valid[paths[i]] {
+				missing = append(missing, attr)
+			}
+		}
+		built, err := b.Nix.Build(ctx, run.Workspace, missing, func(p nixrunner.Progress) {
+			if p.Line != "" {
+				fmt.Fprintln(st.Output, p.Line)
+			}
+			if p.Expected > 0 {
+				st.Progress(ctx, p.Done, p.Expected, p.Activity)
+			}
+		})
+		if err != nil {
+			return located("build", st.Node, err)
+		}
+		for _, bl := range built {
+			if out := bl.Outputs["out"]; out != "" {
+				for i, attr := range attrs {
+					if bl.Attr == attr && out != paths[i] {
+						return located("build", st.Node, fmt.Errorf("%s built %s, but evaluated to %s", attr, out, paths[i]))
+					}
+				}
+			}
+		}
+		st.Note("built %d of 2 outputs", len(missing))
+		s.Built(ctx, st.Node, art)
+		return nil
+	})
+}
+
+func (b Build) workers() int {
+	if b.Workers > 0 {
+		return b.Workers
+	}
+	per := b.MemoryPerEval
+	if per <= 0 {
+		per = 512 << 20
+	}
+	n := runtime.NumCPU()
+	if avail, ok := memAvailable(); ok {
+		n = min(n, max(1, int(avail/per)))
+	}
+	return n
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo.
+func memAvailable() (int64, bool) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
+}
+
+func asNixError(err error) *nixrunner.Error {
+	var ne *nixrunner.Error
+	if errors.As(err, &ne) {
+		return ne
+	}
+	return nil
+}
