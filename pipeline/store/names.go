@@ -1,0 +1,77 @@
+package store
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Names of everything cimdeploy keeps in JetStream, in one place. They are part of the on-disk and
+// on-cluster format: renaming one orphans the data already stored under the old name.
+//
+//	stream CIMDEPLOY_RUNS      subjects cimdeploy.runs.<run-id>.<event_type>   the run history (events)
+//	KV     cimdeploy_runs      key <run-id>                                    latest RunSummary per run
+//	KV     cimdeploy_nodes     key <node>  (RFC 1123 label)                    NodeState per node
+//	KV     cimdeploy_checks    key <hex>   (opaque, from the caller)           flake check verdicts
+//	(later) stream CIMDEPLOY_JOBS, WorkQueue, subjects cimdeploy.jobs.>        build jobs spread over machines
+//
+// Every subject cimdeploy publishes starts with "cimdeploy."; the second token names the stream
+// ("runs", later "jobs"), so streams never overlap. KV buckets live under $KV.<bucket>.> as NATS
+// defines them.
+const (
+	// StreamRuns is the stream of run events: the run history, kept MaxAge (file storage, limits
+	// retention, deduplicated on Nats-Msg-Id = event_id).
+	StreamRuns = "CIMDEPLOY_RUNS"
+	// SubjectRuns is the prefix of the run event subjects: cimdeploy.runs.<run-id>.<event_type>.
+	SubjectRuns = "cimdeploy.runs"
+	// SubjectJobs is reserved for the future WorkQueue stream of build jobs (cimdeploy.jobs.>).
+	SubjectJobs = "cimdeploy.jobs"
+
+	// BucketRuns holds the latest RunSummary per run id, for fast listing.
+	BucketRuns = "cimdeploy_runs"
+	// BucketNodes holds the deployed NodeState per node name.
+	BucketNodes = "cimdeploy_nodes"
+	// BucketChecks holds flake check verdicts keyed by an opaque hex key.
+	BucketChecks = "cimdeploy_checks"
+)
+
+var (
+	// token is what a run id or an event type may be: one subject token and one KV key.
+	token = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	// label is an RFC 1123 DNS label, lower case so that a node has one key only.
+	label = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// hexKey is a check cache key.
+	hexKey = regexp.MustCompile(`^[0-9a-fA-F]{1,256}$`)
+)
+
+// RunSubject is the subject of one event of a run: cimdeploy.runs.<run-id>.<event_type>.
+func RunSubject(runID, eventType string) (string, error) {
+	if !token.MatchString(runID) {
+		return "", fmt.Errorf("run id %q: want 1-128 characters of [A-Za-z0-9_-]", runID)
+	}
+	if !token.MatchString(eventType) {
+		return "", fmt.Errorf("event type %q: want 1-128 characters of [A-Za-z0-9_-]", eventType)
+	}
+	return SubjectRuns + "." + runID + "." + eventType, nil
+}
+
+// runFilter is the subject filter of every event of a run.
+func runFilter(runID string) (string, error) {
+	if !token.MatchString(runID) {
+		return "", fmt.Errorf("run id %q: want 1-128 characters of [A-Za-z0-9_-]", runID)
+	}
+	return SubjectRuns + "." + runID + ".>", nil
+}
+
+func checkNodeName(name string) error {
+	if !label.MatchString(name) {
+		return fmt.Errorf("node name %q: want an RFC 1123 label (a-z, 0-9, '-', at most 63, no '-' at either end)", name)
+	}
+	return nil
+}
+
+func checkCacheKey(key string) error {
+	if !hexKey.MatchString(key) {
+		return fmt.Errorf("check cache key %q: want 1-256 hex digits", key)
+	}
+	return nil
+}
