@@ -23,7 +23,9 @@ func (r *Runner) FlakeCheck(ctx context.Context, flakeDir string, progress func(
 	if err != nil {
 		return fmt.Errorf("nix flake check: %w", err)
 	}
-	_, err = r.run(ctx, opFlakeCheck, r.nix, r.flakeArgs("flake", "check", ref), progress)
+	// --show-trace makes nix name the output it was checking ("while checking the NixOS configuration
+	// 'nixosConfigurations.nats-2'"), so a failure can be pinned on a node.
+	_, err = r.run(ctx, opFlakeCheck, r.nix, r.flakeArgs("flake", "check", "--show-trace", ref), progress)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -92,6 +93,7 @@ type logParser struct {
 	acts        map[uint64]activity // every started activity not yet stopped
 	shown       []uint64            // started build/substitute/copy activities, oldest first
 	last        []string            // ring of the last lines, oldest first
+	firstError  string              // the first "error:" line
 	buildFailed bool
 }
 
@@ -199,6 +201,9 @@ func (p *logParser) emit(line, drv string) {
 }
 
 func (p *logParser) remember(l string) {
+	if p.firstError == "" && strings.HasPrefix(strings.TrimSpace(l), "error:") {
+		p.firstError = l
+	}
 	if len(p.last) == lastLinesCap {
 		copy(p.last, p.last[1:])
 		p.last = p.last[:lastLinesCap-1]
@@ -206,9 +211,14 @@ func (p *logParser) remember(l string) {
 	p.last = append(p.last, l)
 }
 
-// lastLines returns a copy of the remembered lines, oldest first.
+// lastLines returns a copy of the remembered lines, oldest first. The first "error:" line, the one
+// that says what went wrong, leads them even when a long trace pushed it out of the window.
 func (p *logParser) lastLines() []string {
-	return append([]string(nil), p.last...)
+	out := append([]string(nil), p.last...)
+	if p.firstError != "" && !slices.Contains(out, p.firstError) {
+		out = append([]string{p.firstError}, out...)
+	}
+	return out
 }
 
 // lineWriter is an io.Writer that calls line for every complete line written to it (without the

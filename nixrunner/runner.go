@@ -131,8 +131,11 @@ func (r *Runner) WithLog(w io.Writer) *Runner {
 	return &c
 }
 
-// flakeRef turns a directory into a path: flake reference, so the flake need not be a git repository
-// and uncommitted files count. The path must not hold the characters a flake URL gives a meaning to.
+// flakeRef turns a directory into a flake reference. The root of a git work tree (a checkout
+// workspace) becomes git+file:, so the flake's self.rev is the commit and every generation names the
+// commit it came from (system.configurationRevision); any other directory becomes path:, so the flake
+// need not be a git repository and uncommitted files count. The path must not hold the characters a
+// flake URL gives a meaning to.
 func flakeRef(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -140,6 +143,9 @@ func flakeRef(dir string) (string, error) {
 	}
 	if strings.ContainsAny(abs, "#?% \t\n") {
 		return "", fmt.Errorf("flake directory %q: the path must not contain '#', '?', '%%' or blanks", abs)
+	}
+	if st, err := os.Stat(filepath.Join(abs, ".git")); err == nil && st.IsDir() {
+		return "git+file://" + abs, nil
 	}
 	return "path:" + abs, nil
 }

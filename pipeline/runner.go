@@ -61,6 +61,10 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("run_id", run.ID, "commit", run.Commit)
+	output := r.Output
+	if output == nil {
+		output = io.Discard
+	}
 	parallel := r.Parallel
 	if parallel <= 0 {
 		parallel = runtime.NumCPU()
@@ -98,7 +102,7 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 			base, cancel = context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
 		}
-		sr := r.runStage(base, stage, run, logger.With("stage", name), em, parallel, now)
+		sr := r.runStage(base, stage, run, logger.With("stage", name), output, em, parallel, now)
 		res.Stages = append(res.Stages, sr)
 		if sr.Status != StatusSuccess && failure == nil {
 			failure = fmt.Errorf("stage %s %s: %s", name, sr.Status, sr.Error)
@@ -124,12 +128,12 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 	return res, nil
 }
 
-func (r *Runner) runStage(ctx context.Context, stage Stage, run *Run, logger *slog.Logger, em *emitter, parallel int, now func() time.Time) StageResult {
+func (r *Runner) runStage(ctx context.Context, stage Stage, run *Run, logger *slog.Logger, output io.Writer, em *emitter, parallel int, now func() time.Time) StageResult {
 	name := stage.Name()
 	timeout := r.timeout(name)
 	sctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("stage %s timed out after %s", name, timeout))
 	defer cancel()
-	sr := &StageRun{Run: run, Logger: logger, Output: r.Output, name: name, parallel: parallel, emit: em.emit, now: now}
+	sr := &StageRun{Run: run, Logger: logger, Output: output, name: name, parallel: parallel, emit: em.emit, now: now}
 	start := now()
 	em.emit(ctx, StageStarted, StageData{Stage: name})
 	logger.Debug("stage started")

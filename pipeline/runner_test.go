@@ -135,6 +135,7 @@ func TestParallelIsBounded(t *testing.T) {
 	t.Parallel()
 	var running, peak atomic.Int32
 	release := make(chan struct{})
+	var once sync.Once
 	r := &pipeline.Runner{Parallel: 3, Stages: []pipeline.Stage{
 		pipeline.NewStage("build", func(ctx context.Context, s *pipeline.StageRun) error {
 			nodes := make([]string, 10)
@@ -150,7 +151,7 @@ func TestParallelIsBounded(t *testing.T) {
 					}
 				}
 				if n == 3 {
-					close(release)
+					once.Do(func() { close(release) })
 				}
 				<-release
 				running.Add(-1)
