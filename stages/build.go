@@ -32,7 +32,9 @@ type Build struct {
 func (Build) Name() string { return "build" }
 
 // Attributes of a node's outputs in the generated flake.
-func toplevelAttr(node string) string { return "nixosConfigurations." + node + ".config.system.build.toplevel" }
+func toplevelAttr(node string) string {
+	return "nixosConfigurations." + node + ".config.system.build.toplevel"
+}
 func tarballAttr(system, node string) string { return "packages." + system + "." + node + "-lxc" }
 
 // Run implements pipeline.Stage.

@@ -116,12 +116,12 @@ func nixpkgs(t *testing.T, faults map[string]string) string {
 }
 
 type harness struct {
-	repo    string
-	data    string
-	nix     *nixrunner.Runner
-	cache   nixrunner.CheckCache
-	runner  *pipeline.Runner
-	output  *bytes.Buffer
+	repo   string
+	data   string
+	nix    *nixrunner.Runner
+	cache  nixrunner.CheckCache
+	runner *pipeline.Runner
+	output *bytes.Buffer
 }
 
 func newHarness(t *testing.T, repo, nixpkgsRef string) *harness {
