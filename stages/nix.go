@@ -11,8 +11,6 @@ import (
 // Nix is what the check and build stages need from nix; *nixrunner.Runner implements it.
 type Nix interface {
 	FlakeCheckCached(ctx context.Context, cache nixrunner.CheckCache, commit, flakeDir string, progress func(nixrunner.Progress)) (bool, error)
-	OutPath(ctx context.Context, flakeDir, attr string) (string, error)
-	Valid(ctx context.Context, storePaths ...string) (map[string]bool, error)
 	Build(ctx context.Context, flakeDir string, attrs []string, progress func(nixrunner.Progress)) ([]nixrunner.Built, error)
 }
 
