@@ -27,6 +27,7 @@ const (
 type globalOptions struct {
 	stdout, stderr io.Writer
 	logger         *slog.Logger
+	logLevel       string
 	verbose        bool
 }
 
@@ -58,17 +59,29 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		Short:         "Deploy NixOS fleets projected from CIM domain events",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
-			level := slog.LevelInfo
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return usageError(fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel))
+			}
 			if g.verbose {
 				level = slog.LevelDebug
 			}
 			g.logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			return nil
 		},
 	}
-	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
+	g.logLevel = "warn"
+	if v := os.Getenv("CIMDEPLOY_LOG_LEVEL"); v != "" {
+		g.logLevel = v
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", g.logLevel, "debug, info, warn or error [CIMDEPLOY_LOG_LEVEL]")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages (same as --log-level debug)")
 	root.AddCommand(
 		newGenerateCommand(g),
+		newRunCommand(g),
+		newRunsCommand(g),
+		newLabCommand(g),
 		newVersionCommand(g),
 	)
 	return root

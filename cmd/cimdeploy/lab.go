@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/cimdeploy/cimdeploy/fixtures/lab"
+)
+
+// labOptions configure `cimdeploy lab`; Dir is also CIMDEPLOY_LAB_DIR.
+type labOptions struct {
+	Dir     string `env:"CIMDEPLOY_LAB_DIR, default=.cimdeploy/lab"`
+	Nodes   int
+	Base    string
+	SSHPort int
+	Timeout time.Duration
+	JSON    bool
+}
+
+func newLabCommand(g *globalOptions) *cobra.Command {
+	var opts labOptions
+	envErr := envconfig.Process(context.Background(), &opts)
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a lab of real programs on loopback in place of Proxmox and the NATS nodes",
+		Long: `The lab stands in for the infrastructure, like kind does for Kubernetes: every node (nats-1..N) is
+a real OpenSSH sshd on its own loopback address (127.0.0.11, .12, ...) in a private mount namespace
+with its own Nix store, system profile and /run/current-system; its activation starts a real
+nats-server clustered with the others. The Proxmox host pve (127.0.0.10) is an sshd with the pct shim.
+Nodes are built from the flake cimdeploy generates, with real Nix against a stub nixpkgs.
+
+  cimdeploy lab up        start the lab (idempotent) and wait until every node is healthy
+  eval "$(cimdeploy lab env)"   point cimdeploy at it
+  cimdeploy lab status    sshd, nats-server, health and memory of every host
+  cimdeploy lab down      stop every process of the lab
+
+The lab needs root and the Debian packages openssh-server, openssh-client, nats-server and nix-bin.`,
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&opts.Dir, "dir", opts.Dir, "lab directory [CIMDEPLOY_LAB_DIR]")
+	f.BoolVar(&opts.JSON, "json", false, "print JSON")
+	run := func(fn func(context.Context, *globalOptions, labOptions) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return usageError(envErr)
+			}
+			return fn(cmd.Context(), g, opts)
+		}
+	}
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Start the lab and wait until every node is healthy and clustered",
+		Long: `Start the lab: host keys, sshd per host, the lab's flake built with real Nix, each node's closure
+copied over SSH, its system profile set and activated. Returns when every nats-server answers /healthz
+and is routed to all other nodes. A lab that is already up is left as it is; what is left of a crashed
+one is stopped first.`,
+		Args: cobra.NoArgs,
+		RunE: run(runLabUp),
+	}
+	uf := up.Flags()
+	uf.IntVar(&opts.Nodes, "nodes", lab.DefaultNodes, "number of NATS nodes")
+	uf.StringVar(&opts.Base, "base", lab.DefaultBase.String(), "the lab's /24 on loopback: pve at .10, nodes from .11")
+	uf.IntVar(&opts.SSHPort, "ssh-port", lab.DefaultSSHPort, "port of every sshd")
+	uf.DurationVar(&opts.Timeout, "timeout", lab.DefaultTimeout, "how long lab up may take: boot, build, activate, wait for healthy nodes")
+	cmd.AddCommand(up,
+		&cobra.Command{Use: "status", Short: "Show every host of the lab", Args: cobra.NoArgs, RunE: run(runLabStatus)},
+		&cobra.Command{Use: "env", Short: "Print the settings that point cimdeploy at the lab", Args: cobra.NoArgs, RunE: run(runLabEnv)},
+		&cobra.Command{Use: "down", Short: "Stop every process of the lab", Args: cobra.NoArgs, RunE: run(runLabDown)},
+	)
+	return cmd
+}
+
+// infraError marks err as an infrastructure error (exit 3).
+func infraError(err error) error { return &exitError{code: exitInfra, err: err} }
+
+func runLabUp(ctx context.Context, g *globalOptions, opts labOptions) error {
+	base, err := netip.ParseAddr(opts.Base)
+	if err != nil {
+		return usageError(fmt.Errorf("--base: %w", err))
+	}
+	l, err := lab.New(lab.Options{Dir: opts.Dir, Nodes: opts.Nodes, Base: base, SSHPort: opts.SSHPort,
+		Timeout: opts.Timeout, Logger: g.logger})
+	if err != nil {
+		return usageError(err)
+	}
+	rep, err := l.Up(ctx)
+	if err != nil {
+		return infraError(err)
+	}
+	if opts.JSON {
+		return writeJSON(g.stdout, rep)
+	}
+	switch {
+	case rep.AlreadyUp:
+		fmt.Fprintf(g.stdout, "lab %s is already up\n", rep.Dir)
+	default:
+		if len(rep.Recovered) > 0 {
+			fmt.Fprintf(g.stdout, "stopped %d processes left by an earlier lab\n", len(rep.Recovered))
+		}
+		fmt.Fprintf(g.stdout, "lab %s up in %s: %d nodes healthy and clustered\n", rep.Dir, rep.Duration.Round(time.Millisecond), len(l.Nodes()))
+	}
+	fmt.Fprintf(g.stdout, "next: eval \"$(cimdeploy lab env --dir %s)\"\n", rep.Dir)
+	return nil
+}
+
+func runLabStatus(ctx context.Context, g *globalOptions, opts labOptions) error {
+	l, err := lab.Open(opts.Dir, g.logger)
+	if err != nil {
+		return usageError(err)
+	}
+	st, err := l.Status(ctx)
+	if err != nil {
+		return infraError(err)
+	}
+	if opts.JSON {
+		if err := writeJSON(g.stdout, st); err != nil {
+			return err
+		}
+	} else {
+		printLabStatus(g.stdout, st)
+	}
+	if !st.Up {
+		return &exitError{code: exitFailed, err: fmt.Errorf("lab %s is not healthy", st.Dir)}
+	}
+	return nil
+}
+
+func printLabStatus(w io.Writer, st lab.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDRESS\tSSHD\tNATS\tHEALTHY\tROUTES\tPROBLEM")
+	pid := func(p int) string {
+		if p == 0 {
+			return "-"
+		}
+		return fmt.Sprint(p)
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t%s\n", st.PVE.Name, st.PVE.Address, pid(st.PVE.SSHD), st.PVE.Problem)
+	for _, n := range st.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%d\t%s\n", n.Name, n.Address, pid(n.SSHD), pid(n.NATS), n.Healthy, n.Remotes, n.Problem)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d processes, %.1f MiB resident\n", len(st.Processes), float64(st.RSSKiB)/1024)
+}
+
+func runLabEnv(_ context.Context, g *globalOptions, opts labOptions) error {
+	l, err := lab.Open(opts.Dir, g.logger)
+	if err != nil {
+		return usageError(err)
+	}
+	if opts.JSON {
+		env := map[string]string{}
+		for _, e := range l.Env() {
+			env[e.Name] = e.Value
+		}
+		return writeJSON(g.stdout, env)
+	}
+	_, err = io.WriteString(g.stdout, lab.ShellEnv(l.Env()))
+	return err
+}
+
+func runLabDown(ctx context.Context, g *globalOptions, opts labOptions) error {
+	l, err := lab.Open(opts.Dir, g.logger)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(g.stdout, "no lab in %s\n", opts.Dir)
+		return nil
+	}
+	if err != nil {
+		return usageError(err)
+	}
+	rep, err := l.Down(ctx)
+	if err != nil {
+		return infraError(err)
+	}
+	if opts.JSON {
+		return writeJSON(g.stdout, rep)
+	}
+	fmt.Fprintf(g.stdout, "lab %s down: stopped %d processes\n", rep.Dir, len(rep.Stopped))
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
