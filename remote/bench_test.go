@@ -1,0 +1,254 @@
+package remote_test
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cimdeploy/cimdeploy/remote"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// BenchmarkUpload compares, in one run and on loopback against the lab's pve sshd, OpenSSH scp with
+// the ways remote could send a template: a stream over an SSH session (cat > file, what
+// UploadTemplate uses), SFTP with concurrent writes (pkg/sftp), and the whole UploadTemplate (sha256
+// here, free space, stream, fsync, sha256 on the host, rename). It reports throughput and the CPU
+// time of this process (or of scp and its ssh child). The size is 1 GiB unless
+// CIMDEPLOY_BENCH_UPLOAD_MIB says otherwise:
+//
+//	go test ./remote -run '^$' -bench Upload -benchtime 1x
+func BenchmarkUpload(b *testing.B) {
+	mib := int64(1024)
+	if s := os.Getenv("CIMDEPLOY_BENCH_UPLOAD_MIB"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			b.Fatalf("CIMDEPLOY_BENCH_UPLOAD_MIB %q: want a number of MiB", s)
+		}
+		mib = n
+	}
+	size := mib << 20
+	l := shared.Get(b)
+	cfg := labConfig(l)
+	cfg.Keepalive = 15 * time.Second
+	file := filepath.Join(b.TempDir(), "template.tar.xz")
+	writeRandomFile(b, file, size)
+	cache := l.PVE().TemplateCache()
+	const remoteDir = "/var/lib/vz/template/cache"
+	pveAddr := l.PVE().Address().String()
+
+	type result struct {
+		wall, cpu time.Duration
+	}
+	results := map[string]result{}
+	measure := func(b *testing.B, name string, cpuOf func() time.Duration, run func(b *testing.B)) {
+		b.SetBytes(size)
+		var total result
+		for b.Loop() {
+			b.StopTimer()
+			clearDir(b, cache)
+			c0 := cpuOf()
+			b.StartTimer()
+			start := time.Now()
+			run(b)
+			total.wall += time.Since(start)
+			total.cpu += cpuOf() - c0
+		}
+		n := time.Duration(b.N)
+		r := result{wall: total.wall / n, cpu: total.cpu / n}
+		results[name] = r
+		b.ReportMetric(r.cpu.Seconds(), "cpu-s/op")
+		b.ReportMetric(float64(size)/r.wall.Seconds()/1e6, "MB/s")
+	}
+	scp := func(cipher string) func(b *testing.B) {
+		return func(b *testing.B) {
+			var cpu time.Duration
+			measure(b, strings.TrimPrefix(b.Name(), "BenchmarkUpload/"), func() time.Duration { return cpu }, func(b *testing.B) {
+				args := []string{"-q", "-F", "/dev/null", "-i", cfg.KeyFile, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+					"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + cfg.KnownHosts}
+				if cipher != "" {
+					args = append(args, "-c", cipher)
+				}
+				cmd := exec.Command("scp", append(args, file, "root@"+pveAddr+":"+remoteDir+"/bench-scp")...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("scp: %v: %s", err, out)
+				}
+				cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() // scp and the ssh it waited for
+			})
+		}
+	}
+	b.Run("scp", scp(""))
+	b.Run("scp-aes128-gcm", scp("aes128-gcm@openssh.com"))
+	quietPool := func(b *testing.B) *remote.Pool {
+		p, err := remote.NewPool(cfg, remote.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Close() })
+		return p
+	}
+
+	b.Run("ssh-stream", func(b *testing.B) {
+		pve := client(b, quietPool(b), "pve", pveAddr)
+		warm(b, pve)
+		measure(b, "ssh-stream", selfCPU, func(b *testing.B) {
+			f, err := os.Open(file)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := pve.Run(b.Context(), remote.Cmd{Argv: remote.Script(`cat >"$1"`, remoteDir+"/bench-stream"), Stdin: f}); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+
+	b.Run("sftp-concurrent", func(b *testing.B) {
+		sc := sftpClient(b, cfg, pveAddr)
+		measure(b, "sftp-concurrent", selfCPU, func(b *testing.B) {
+			f, err := os.Open(file)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			dst, err := sc.Create(remoteDir + "/bench-sftp")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := dst.ReadFrom(f); err != nil {
+				b.Fatal(err)
+			}
+			if err := dst.Close(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+
+	b.Run("UploadTemplate", func(b *testing.B) {
+		pve := client(b, quietPool(b), "pve", pveAddr)
+		warm(b, pve)
+		pct := remote.NewPCT(pve)
+		measure(b, "UploadTemplate", selfCPU, func(b *testing.B) {
+			up, err := pct.UploadTemplate(b.Context(), remote.Template{Node: "bench", File: file})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if up.Skipped || up.Sent != size {
+				b.Fatalf("upload: %+v, want it sent whole", up)
+			}
+		})
+		// The second upload of an unchanged template moves nothing.
+		up, err := pct.UploadTemplate(b.Context(), remote.Template{Node: "bench", File: file})
+		if err != nil || !up.Skipped || up.Sent != 0 {
+			b.Fatalf("re-upload: %+v, %v; want skipped, 0 bytes", up, err)
+		}
+		b.Logf("re-upload of the unchanged template: skipped, %d bytes sent, %s", up.Sent, up.Duration.Round(time.Millisecond))
+	})
+
+	b.Run("scp-again", scp("")) // the first scp against the last: how much the machine varies
+
+	base, ok := results["scp"]
+	if !ok {
+		return // a -bench pattern that skipped scp
+	}
+	if again, ok := results["scp-again"]; ok && again.wall < base.wall {
+		base = again // the better of the two scp runs is the baseline
+	}
+	var names []string
+	for n := range results {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d MiB to pve on loopback (ratio: to the faster scp run; client CPU: this process, or scp+ssh):\n", mib)
+	for _, n := range names {
+		r := results[n]
+		fmt.Fprintf(&sb, "  %-16s %6.2fs  %7.1f MB/s  %.2fx scp  cpu %.2fs\n", n, r.wall.Seconds(),
+			float64(size)/r.wall.Seconds()/1e6, base.wall.Seconds()/r.wall.Seconds(), r.cpu.Seconds())
+	}
+	fmt.Print(sb.String()) // b.Log of a parent benchmark is not shown
+}
+
+// selfCPU is the user and system CPU time of this process.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// warm opens the connection before the clock runs, as scp's handshake is part of its time anyway
+// but a Pool's connection outlives one upload.
+func warm(b *testing.B, c *remote.Client) {
+	if err := c.Run(b.Context(), remote.Cmd{Argv: []string{"true"}}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func writeRandomFile(b *testing.B, file string, size int64) {
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	// Random data, so nothing on the way can compress it.
+	src, err := os.Open("/dev/urandom")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := io.CopyN(f, src, size); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // no writeback of it during the first measurement
+		b.Fatal(err)
+	}
+}
+
+// clearDir removes the benchmark's files from the template cache (host path).
+func clearDir(b *testing.B, dir string) {
+	for _, pat := range []string{"bench*", ".bench*"} {
+		files, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, f := range files {
+			if err := os.Remove(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// sftpClient is a pkg/sftp client with concurrent writes over its own x/crypto/ssh connection, with
+// the same known_hosts and key.
+func sftpClient(b *testing.B, cfg remote.Config, addr string) *sftp.Client {
+	cb, err := knownhosts.New(cfg.KnownHosts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := loadSigner(cfg.KeyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := ssh.Dial("tcp", addr+":22", &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: cb, HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		conn.Close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		sc.Close()
+		conn.Close()
+	})
+	return sc
+}
