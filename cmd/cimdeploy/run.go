@@ -45,6 +45,9 @@ type runOptions struct {
 	Nix   nixrunner.Config
 	Store store.Config
 
+	Lab    bool
+	LabDir string `env:"CIMDEPLOY_LAB_DIR, default=.cimdeploy/lab"`
+
 	ValidateOnly bool
 	JSON         bool
 }
@@ -91,12 +94,19 @@ Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 
 	f.DurationVar(&opts.CheckTimeout, "timeout-check", opts.CheckTimeout, "check stage timeout [CIMDEPLOY_TIMEOUT_CHECK]")
 	f.DurationVar(&opts.BuildTimeout, "timeout-build", opts.BuildTimeout, "build stage timeout [CIMDEPLOY_TIMEOUT_BUILD]")
 	f.DurationVar(&opts.CleanupTimeout, "timeout-cleanup", opts.CleanupTimeout, "time for cleanup and final reports after a cancel [CIMDEPLOY_TIMEOUT_CLEANUP]")
+	f.BoolVar(&opts.Lab, "lab", false, "run on the local lab: bring it up if needed and use its repository, nodes and Proxmox host")
+	f.StringVar(&opts.LabDir, "lab-dir", opts.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
 	addNixFlags(f, &opts.Nix)
 	addStoreFlags(f, &opts.Store)
 	return cmd
 }
 
 func runRun(ctx context.Context, g *globalOptions, opts runOptions) error {
+	if opts.Lab {
+		if err := applyLab(ctx, g, opts.LabDir, &opts); err != nil {
+			return err
+		}
+	}
 	if opts.Repo == "" {
 		return usageError(errors.New("--repo is required (a local path or a URL)"))
 	}
