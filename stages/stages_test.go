@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,7 +134,7 @@ func newHarness(t *testing.T, repo, nixpkgsRef string) *harness {
 	h := &harness{repo: repo, data: t.TempDir(), nix: nix, cache: &nixrunner.MemoryCheckCache{}, output: &bytes.Buffer{}}
 	work := filepath.Join(h.data, "work")
 	h.runner = &pipeline.Runner{
-		Output:   syncWriter{h.output},
+		Output:   syncWriter{mu: &sync.Mutex{}, b: h.output},
 		Parallel: 2,
 		Stages: []pipeline.Stage{
 			stages.Checkout{Cache: &checkout.Cache{Dir: h.data}, Source: checkout.Source{URL: repo}, WorkDir: work},
@@ -342,6 +343,14 @@ func TestInvalidEventsFailGenerateNamingFileAndField(t *testing.T) {
 	}
 }
 
-type syncWriter struct{ b *bytes.Buffer }
+// syncWriter serialises the parallel steps' output into one buffer.
+type syncWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
 
-func (w syncWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
+func (w syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
