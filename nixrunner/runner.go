@@ -23,6 +23,7 @@ const (
 	opBuild         = "build"
 	opFlakeCheck    = "flake check"
 	opCheckValidity = "check-validity"
+	opDiffClosures  = "store diff-closures"
 	opVersion       = "--version"
 )
 

@@ -39,3 +39,20 @@ func (r *Runner) Valid(ctx context.Context, storePaths ...string) (map[string]bo
 	}
 	return valid, nil
 }
+
+// DiffClosures describes what changes from the closure of from to the closure of to (nix store
+// diff-closures: versions added, removed and changed, and the size difference), as a person reads it;
+// empty when nothing does. Both must be valid in the local store.
+func (r *Runner) DiffClosures(ctx context.Context, from, to string) (string, error) {
+	for _, p := range []string{from, to} {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			return "", fmt.Errorf("nix store diff-closures: %q is not an absolute store path", p)
+		}
+	}
+	args := append(append([]string{}, experimentalFeatures...), "store", "diff-closures", from, to)
+	stdout, err := r.run(ctx, opDiffClosures, r.nix, args, nil)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(stdout), "\n"), nil
+}

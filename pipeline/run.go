@@ -45,6 +45,9 @@ type Run struct {
 	Drift string `json:"drift,omitempty"`
 	// Artifacts are the built store paths per node (set by the build stage).
 	Artifacts map[string]Artifact `json:"artifacts,omitempty"`
+	// Templates are the nodes' LXC templates on Proxmox, as pct create takes them
+	// (local:vztmpl/nats-1-<sha256>.tar.xz), set by the publish stage.
+	Templates map[string]string `json:"templates,omitempty"`
 }
 
 // Artifact is what the build stage produced for one node.

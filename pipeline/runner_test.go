@@ -243,6 +243,30 @@ func TestSerialStopsAtFirstFailure(t *testing.T) {
 	}
 }
 
+func TestDoAndSkipRecordSteps(t *testing.T) {
+	t.Parallel()
+	r := &pipeline.Runner{Stages: []pipeline.Stage{
+		pipeline.NewStage("rollout", func(ctx context.Context, s *pipeline.StageRun) error {
+			// The stage's own loop picks the order: the leader last.
+			if err := s.Do(ctx, "nats-2", func(ctx context.Context, st *pipeline.Step) error { st.Note("switched"); return nil }); err != nil {
+				return err
+			}
+			err := s.Do(ctx, "nats-3", func(context.Context, *pipeline.Step) error { return errors.New("gate") })
+			s.Skip([]string{"nats-1"}, pipeline.StatusSkipped, "not started: nats-3 failed")
+			return err
+		}),
+	}}
+	res, _ := r.Run(t.Context(), newRun())
+	steps := res.Stage("rollout").Steps
+	if len(steps) != 3 || steps[0].Status != pipeline.StatusSkipped || steps[1].Note != "switched" || steps[2].Status != pipeline.StatusFailed ||
+		res.Status != pipeline.StatusFailed {
+		t.Fatalf("steps %+v", steps)
+	}
+	if !strings.Contains(res.Stage("rollout").Error, "rollout nats-3: gate") {
+		t.Errorf("stage error %q, want it located at the node", res.Stage("rollout").Error)
+	}
+}
+
 func TestPanickingStageFails(t *testing.T) {
 	t.Parallel()
 	r := &pipeline.Runner{Stages: []pipeline.Stage{pipeline.NewStage("bad", func(context.Context, *pipeline.StageRun) error { panic("boom") })}}

@@ -91,15 +91,22 @@ func (s *StageRun) EachLimit(ctx context.Context, nodes []string, limit int, fn 
 func (s *StageRun) Serial(ctx context.Context, nodes []string, fn func(ctx context.Context, step *Step) error) error {
 	for i, node := range nodes {
 		if err := ctx.Err(); err != nil {
-			s.skip(nodes[i:], StatusCancelled, "not started: "+err.Error())
+			s.Skip(nodes[i:], StatusCancelled, "not started: "+err.Error())
 			return &Error{Stage: s.name, Node: node, Err: err}
 		}
 		if err := s.step(ctx, node, fn); err != nil {
-			s.skip(nodes[i+1:], StatusSkipped, "not started: "+node+" failed")
+			s.Skip(nodes[i+1:], StatusSkipped, "not started: "+node+" failed")
 			return err
 		}
 	}
 	return nil
+}
+
+// Do runs fn as node's step and records its result, as Serial does for each node: for a stage whose
+// own loop decides which node comes next (the rolling switch). A failure is returned as a *Error
+// naming stage and node.
+func (s *StageRun) Do(ctx context.Context, node string, fn func(ctx context.Context, step *Step) error) error {
+	return s.step(ctx, node, fn)
 }
 
 func (s *StageRun) each(ctx context.Context, nodes []string, limit int, fn func(ctx context.Context, step *Step) error) error {
@@ -160,7 +167,8 @@ func (s *StageRun) step(ctx context.Context, node string, fn func(ctx context.Co
 	return err
 }
 
-func (s *StageRun) skip(nodes []string, status Status, why string) {
+// Skip records nodes whose step did not run (status StatusSkipped or StatusCancelled) and why.
+func (s *StageRun) Skip(nodes []string, status Status, why string) {
 	for _, n := range nodes {
 		s.record(n, StepResult{Node: n, Status: status, Error: why})
 	}

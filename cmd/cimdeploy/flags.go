@@ -9,6 +9,7 @@ import (
 
 	"github.com/cimdeploy/cimdeploy/nixrunner"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
+	"github.com/cimdeploy/cimdeploy/remote"
 )
 
 func addNixFlags(f *pflag.FlagSet, c *nixrunner.Config) {
@@ -56,3 +57,34 @@ func (v *mapValue) Set(s string) error {
 }
 
 func (v *mapValue) Type() string { return "name=ref" }
+
+// addRemoteFlags adds the SSH and Proxmox settings most often set by hand; all of remote.Config is
+// read from its CIMDEPLOY_* variables.
+func addRemoteFlags(f *pflag.FlagSet, c *remote.Config) {
+	f.StringVar(&c.User, "ssh-user", c.User, "login user on nodes and the Proxmox host [CIMDEPLOY_SSH_USER]")
+	f.IntVar(&c.Port, "ssh-port", c.Port, "SSH port of hosts whose address names none [CIMDEPLOY_SSH_PORT]")
+	f.StringVar(&c.KeyFile, "ssh-key-file", c.KeyFile, "private key to log in with [CIMDEPLOY_SSH_KEY_FILE]")
+	f.StringVar(&c.KnownHosts, "ssh-known-hosts", c.KnownHosts, "known_hosts file; hosts not in it are refused [CIMDEPLOY_SSH_KNOWN_HOSTS]")
+	f.StringVar(&c.Jump, "ssh-jump", c.Jump, "[user@]host[:port] to reach the nodes through [CIMDEPLOY_SSH_JUMP]")
+	f.DurationVar(&c.ConnectTimeout, "ssh-connect-timeout", c.ConnectTimeout, "bound on connecting to a host [CIMDEPLOY_SSH_CONNECT_TIMEOUT]")
+	f.StringVar(&c.ProxmoxHost, "proxmox-host", c.ProxmoxHost, "the Proxmox host: templates and new containers [CIMDEPLOY_PROXMOX_HOST]")
+	f.StringVar(&c.ProxmoxStorage, "proxmox-storage", c.ProxmoxStorage, "storage templates are uploaded to [CIMDEPLOY_PROXMOX_STORAGE]")
+	f.StringVar(&c.ClosureCopy, "closure-copy", c.ClosureCopy, "export or nix-copy [CIMDEPLOY_CLOSURE_COPY]")
+}
+
+// addRolloutFlags adds the rolling switch's settings: timeouts, the system account, --force and
+// --revert-all.
+func addRolloutFlags(f *pflag.FlagSet, o *runOptions) {
+	c := &o.Rollout
+	f.DurationVar(&c.ConfirmTimeout, "confirm-timeout", c.ConfirmTimeout, "dead-man timer: a node not confirmed this long after its switch began rolls itself back [CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT]")
+	f.DurationVar(&c.GateTimeout, "gate-timeout", c.GateTimeout, "how long a switched node may take to be healthy and clustered [CIMDEPLOY_ROLLOUT_GATE_TIMEOUT]")
+	f.DurationVar(&c.GatePoll, "gate-poll", c.GatePoll, "time between health probes [CIMDEPLOY_ROLLOUT_GATE_POLL]")
+	f.DurationVar(&c.PreflightTimeout, "preflight-timeout", c.PreflightTimeout, "how long every node may take to be healthy before any is touched [CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT]")
+	f.DurationVar(&c.ActivationTimeout, "activation-timeout", c.ActivationTimeout, "bound on switch-to-configuration and every command of a switch [CIMDEPLOY_ROLLOUT_ACTIVATION_TIMEOUT]")
+	f.DurationVar(&c.ReconnectTimeout, "reconnect-timeout", c.ReconnectTimeout, "how long an activation may go without an SSH connection [CIMDEPLOY_ROLLOUT_RECONNECT_TIMEOUT]")
+	f.DurationVar(&c.CopyTimeout, "copy-timeout", c.CopyTimeout, "bound on copying a closure or creating a container [CIMDEPLOY_ROLLOUT_COPY_TIMEOUT]")
+	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
+	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: the gate also pings every server [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
+	f.BoolVar(&o.Force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
+	f.BoolVar(&o.RevertAll, "revert-all", o.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
+}

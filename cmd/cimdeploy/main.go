@@ -25,6 +25,7 @@ const (
 
 // globalOptions are shared by every command.
 type globalOptions struct {
+	stdin          io.Reader // prompts read it; only a terminal is asked
 	stdout, stderr io.Writer
 	logger         *slog.Logger
 	logLevel       string
@@ -40,7 +41,7 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globalOptions{stdout: stdout, stderr: stderr}
+	g := &globalOptions{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -81,6 +82,9 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		newGenerateCommand(g),
 		newRunCommand(g),
 		newRunsCommand(g),
+		newRolloutCommand(g),
+		newRollbackCommand(g),
+		newGenerationsCommand(g),
 		newLabCommand(g),
 		newVersionCommand(g),
 	)

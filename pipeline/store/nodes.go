@@ -23,6 +23,15 @@ type NodeState struct {
 	Generation int       `json:"generation"`
 	Deployed   time.Time `json:"deployed"`
 	RunID      string    `json:"run_id"`
+
+	// FailedCommit is the last commit whose switch failed on this node (and was rolled back); the
+	// rollout does not try it again until a newer commit comes. A successful switch clears the
+	// Failed fields. The fields above keep describing what is deployed.
+	FailedCommit   string    `json:"failed_commit,omitempty"`
+	FailedToplevel string    `json:"failed_toplevel,omitempty"`
+	FailedAt       time.Time `json:"failed_at,omitzero"`
+	FailedRunID    string    `json:"failed_run_id,omitempty"`
+	FailedReason   string    `json:"failed_reason,omitempty"`
 }
 
 // Node returns the state of a node and its revision. A node never deployed has revision 0 and a
@@ -69,4 +78,32 @@ func (s *Store) PutNode(ctx context.Context, st NodeState, expected uint64) (uin
 		return 0, fmt.Errorf("node %s: %w", st.Node, err)
 	}
 	return rev, nil
+}
+
+// NodeHistory returns the states the node had, oldest first, the current one last: at most the
+// bucket's history (10). A node never deployed has none. With it a generation's toplevel maps back to
+// the commit it was deployed from, also when the system does not name its revision.
+func (s *Store) NodeHistory(ctx context.Context, name string) ([]NodeState, error) {
+	if err := checkNodeName(name); err != nil {
+		return nil, err
+	}
+	entries, err := s.nodes.History(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node %s history: %w", name, err)
+	}
+	var out []NodeState
+	for _, e := range entries {
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		var st NodeState
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return nil, fmt.Errorf("node %s history revision %d: decode: %w", name, e.Revision(), err)
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }

@@ -368,6 +368,7 @@ func TestContract(t *testing.T) {
 				}
 				second := first
 				second.Commit, second.Generation, second.RunID = "c2", 2, "r2"
+				second.FailedCommit, second.FailedToplevel, second.FailedAt, second.FailedReason = "c9", "/nix/store/bbb-nixos-system", t0, "gate"
 				rev2, err := s.PutNode(ctx, second, rev1)
 				if err != nil {
 					t.Fatal(err)
@@ -380,6 +381,13 @@ func TestContract(t *testing.T) {
 				st, rev, err = s.Node(ctx, "nats-1")
 				if err != nil || rev != rev2 || st != second {
 					t.Errorf("Node = %+v, %d, %v; want %+v, %d", st, rev, err, second, rev2)
+				}
+				hist, err := s.NodeHistory(ctx, "nats-1")
+				if err != nil || len(hist) != 2 || hist[0] != first || hist[1] != second {
+					t.Errorf("NodeHistory = %+v, %v; want [first second]", hist, err)
+				}
+				if hist, err := s.NodeHistory(ctx, "nats-9"); err != nil || len(hist) != 0 {
+					t.Errorf("NodeHistory of a new node = %+v, %v", hist, err)
 				}
 				for _, bad := range []string{"", "Nats-1", "-a", "a.b", strings.Repeat("a", 64)} {
 					if _, _, err := s.Node(ctx, bad); err == nil {

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/cimdeploy/cimdeploy/pipeline"
+	"github.com/cimdeploy/cimdeploy/rollout"
+)
+
+// rollbackOptions configure `cimdeploy rollback`.
+type rollbackOptions struct {
+	runOptions
+	Nodes        []string
+	All          bool
+	ToGeneration int
+	ToRev        string
+	Yes          bool
+	DryRun       bool
+}
+
+func newRollbackCommand(g *globalOptions) *cobra.Command {
+	var opts rollbackOptions
+	envErr := envconfig.Process(context.Background(), &opts.runOptions)
+	cmd := &cobra.Command{
+		Use:   "rollback (--node NAME... | --all) [--to-generation N | --to-rev SHA]",
+		Short: "Switch nodes back to an earlier generation, node by node, behind the same health gates",
+		Long: `Switch nodes back to an earlier generation of their system profile: the one before the generation they
+run (default), generation N (--to-generation), or the newest generation built from a commit (--to-rev,
+a prefix of at least 7 hex digits; the commit comes from the system's configuration revision or the
+deployments the state store recorded). Nothing is built or copied: the generation is on the node.
+
+It goes like a rollout (see cimdeploy rollout --help): pre-flight, one node at a time with the meta leader
+last, a dead-man timer, activation in a transient unit, the health gate; a node that fails is returned to
+the generation it ran. The topology comes from the repository's events at --rev.
+
+Exit codes: 0 success, 1 failed or refused, 2 usage or configuration error, 3 infrastructure error,
+130 interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return usageError(envErr)
+			}
+			return runRollback(cmd.Context(), g, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&opts.Nodes, "node", nil, "a node to roll back (repeatable, or comma-separated)")
+	f.BoolVar(&opts.All, "all", false, "roll back every node")
+	f.IntVar(&opts.ToGeneration, "to-generation", 0, "the generation to switch to (default: the one before the running one)")
+	f.StringVar(&opts.ToRev, "to-rev", "", "switch to the newest generation built from this commit")
+	f.BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and stop: change nothing")
+	f.BoolVar(&opts.JSON, "json", false, "print the plan and the result as JSON")
+	addClusterFlags(f, &opts.runOptions)
+	return cmd
+}
+
+func runRollback(ctx context.Context, g *globalOptions, opts rollbackOptions) error {
+	switch {
+	case opts.ToGeneration != 0 && opts.ToRev != "":
+		return usageError(errors.New("--to-generation and --to-rev: pass one"))
+	case opts.ToGeneration < 0:
+		return usageError(fmt.Errorf("--to-generation %d: want a generation number", opts.ToGeneration))
+	case opts.ToRev != "" && !commitID.MatchString(strings.ToLower(opts.ToRev)):
+		return usageError(fmt.Errorf("--to-rev %q: want a commit id (at least 7 hex digits)", opts.ToRev))
+	case !opts.Yes && !opts.DryRun && !isTerminal(g.stdin):
+		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
+	}
+	c, err := openCluster(ctx, g, &opts.runOptions)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nodes, err := c.nodes(opts.Nodes, opts.All)
+	if err != nil {
+		return err
+	}
+	var targets []rollout.Target
+	for _, node := range nodes {
+		t, err := rollbackTarget(ctx, c, node, opts.ToGeneration, strings.ToLower(opts.ToRev))
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
+	plan, err := c.r.Plan(ctx, rollout.Request{RunID: pipeline.NewRunID(), Targets: targets, Force: opts.Force, RevertAll: opts.RevertAll})
+	if err != nil {
+		return &exitError{code: exitInfra, err: err}
+	}
+	ok, err := confirmPlan(ctx, g, rolloutOptions{runOptions: opts.runOptions, Yes: opts.Yes, DryRun: opts.DryRun}, plan)
+	if err != nil || !ok {
+		return err
+	}
+	res := c.r.Run(ctx, plan, &lineTracker{w: g.stderr})
+	return rolloutExit(g, res, opts.JSON)
+}
+
+// rollbackTarget is the generation node goes back to.
+func rollbackTarget(ctx context.Context, c *cluster, node string, toGen int, toRev string) (rollout.Target, error) {
+	gens, err := c.generations(ctx, node)
+	if err != nil {
+		return rollout.Target{}, err
+	}
+	running := 0
+	var have []string
+	for _, g := range gens {
+		if g.Running {
+			running = g.Number
+		}
+		have = append(have, fmt.Sprint(g.Number))
+	}
+	var found *nodeGeneration
+	for i := range gens {
+		g := &gens[i]
+		switch {
+		case toGen != 0 && g.Number == toGen,
+			toRev != "" && strings.HasPrefix(g.Commit, toRev),
+			toGen == 0 && toRev == "" && g.Number < running:
+			found = g // the newest that fits: generations are oldest first
+		}
+	}
+	if found == nil {
+		why := fmt.Sprintf("no generation before the running one (%d)", running)
+		switch {
+		case toGen != 0:
+			why = fmt.Sprintf("no generation %d", toGen)
+		case toRev != "":
+			why = "no generation built from commit " + toRev
+		}
+		return rollout.Target{}, &exitError{code: exitFailed, err: fmt.Errorf("%s has %s (it has %s)", node, why, strings.Join(have, ", "))}
+	}
+	return rollout.Target{Node: node, Toplevel: found.Toplevel, Generation: found.Number, Commit: found.Commit}, nil
+}
+
+// rolloutExit prints a rollout's result and turns it into the exit code: anything but success,
+// a rollback included, is a failure.
+func rolloutExit(g *globalOptions, res *rollout.Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printRolloutResult(g, res)
+	}
+	switch res.Status {
+	case rollout.StatusSuccess:
+		return nil
+	case rollout.StatusCancelled:
+		return &exitError{code: exitCanceled, err: errors.New(res.Error)}
+	}
+	return &exitError{code: exitFailed, err: fmt.Errorf("%s: %s", res.Status, res.Error)}
+}
+
+func printRolloutResult(g *globalOptions, res *rollout.Result) {
+	fmt.Fprintf(g.stdout, "%-10s %-10s %-10s %-12s %-11s %-9s %s\n", "NODE", "ACTION", "STATUS", "GENERATION", "ACTIVATION", "REJOIN", "DETAIL")
+	for _, n := range res.Nodes {
+		detail := n.Error
+		if n.RolledBack {
+			detail = "rolled back: " + detail
+		}
+		fmt.Fprintf(g.stdout, "%-10s %-10s %-10s %-12s %-11s %-9s %s\n", n.Node, n.Action, n.Status, genLabel(n),
+			n.Activation.Round(1e6), n.Rejoin.Round(1e6), firstLine(detail))
+	}
+	for _, n := range res.Reverted {
+		fmt.Fprintf(g.stdout, "%-10s %-10s %-10s %-12s %-11s %-9s %s\n", n.Node, "revert", n.Status, genLabel(n),
+			n.Activation.Round(1e6), n.Rejoin.Round(1e6), firstLine(n.Error))
+	}
+	fmt.Fprintf(g.stdout, "\nrollout %s %s in %s\n", res.RunID, res.Status, res.Duration.Round(1e6))
+}
+
+func genLabel(n rollout.NodeResult) string {
+	if n.Generation == 0 {
+		return "-"
+	}
+	if n.FromGeneration != 0 && n.FromGeneration != n.Generation {
+		return fmt.Sprintf("%d -> %d", n.FromGeneration, n.Generation)
+	}
+	return fmt.Sprint(n.Generation)
+}

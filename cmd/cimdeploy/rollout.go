@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/cimdeploy/cimdeploy/nixrunner"
+	"github.com/cimdeploy/cimdeploy/rollout"
+)
+
+// rolloutOptions configure `cimdeploy rollout`: a deploy run of some or all nodes, with a plan to
+// confirm.
+type rolloutOptions struct {
+	runOptions
+	Nodes  []string
+	All    bool
+	Yes    bool
+	DryRun bool
+}
+
+func newRolloutCommand(g *globalOptions) *cobra.Command {
+	var opts rolloutOptions
+	envErr := envconfig.Process(context.Background(), &opts.runOptions)
+	cmd := &cobra.Command{
+		Use:   "rollout (--node NAME... | --all) [--rev REV] [--yes] [--dry-run]",
+		Short: "Build a commit and switch the NATS cluster to it, node by node, behind health gates",
+		Long: `Build a commit of the infrastructure repository (as cimdeploy run does) and switch nodes to it, one at
+a time: followers first, the JetStream meta leader last; new nodes (no container yet) are created from
+their template first. Before any node is touched, every node must be healthy and clustered, and each node
+to switch must run what cimdeploy last deployed there (--force overrides both).
+
+Per node: copy the closure; arm a dead-man timer on the node (systemd-run --on-active) that switches it
+back to its previous generation unless the controller confirms in time (--confirm-timeout); set the
+system profile; activate in a transient unit (a dropped SSH connection cannot stop it); gate: /healthz
+200, /varz remotes = cluster size - 1, a JetStream meta leader, a ping from every server with
+--system-creds-file, and a new SSH connection finding the new system; then disarm. A node that fails is
+rolled back to its previous generation, the failed generation is deleted, the commit is recorded as failed
+for that node (not retried until a newer commit) and the rollout halts; --revert-all also reverts the nodes
+already switched. A rollback is a failure: the exit code is 1.
+
+The plan (node, current generation and commit, target, action, closure diff) is printed first and, on a
+terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
+
+Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configuration error, 3
+infrastructure error, 130 interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return usageError(envErr)
+			}
+			return runRollout(cmd.Context(), g, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&opts.Nodes, "node", nil, "a node to switch (repeatable, or comma-separated)")
+	f.BoolVar(&opts.All, "all", false, "switch every node")
+	f.BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and stop: change nothing")
+	f.BoolVar(&opts.JSON, "json", false, "print the run's events and the plan as JSON lines")
+	addPipelineFlags(f, &opts.runOptions)
+	f.BoolVar(&opts.Lab, "lab", false, "roll out on the local lab (its repository, nodes and Proxmox host)")
+	f.StringVar(&opts.LabDir, "lab-dir", opts.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
+	return cmd
+}
+
+func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) error {
+	if opts.Lab {
+		if err := applyLab(ctx, g, opts.LabDir, &opts.runOptions); err != nil {
+			return err
+		}
+	}
+	switch {
+	case opts.Repo == "":
+		return usageError(errors.New("--repo is required (a local path or a URL)"))
+	case len(opts.Nodes) == 0 && !opts.All:
+		return usageError(errors.New("name the nodes to switch (--node nats-2) or pass --all"))
+	case len(opts.Nodes) > 0 && opts.All:
+		return usageError(errors.New("--node and --all: pass one"))
+	case !opts.Yes && !opts.DryRun && !isTerminal(g.stdin):
+		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
+	}
+	opts.ValidateOnly = false
+	hooks := deployHooks{nodes: opts.Nodes, plain: true, dryRun: opts.DryRun,
+		confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
+			return confirmPlan(ctx, g, opts, plan)
+		}}
+	return runPipeline(ctx, g, opts.runOptions, hooks)
+}
+
+// confirmPlan prints the plan with the closure diffs the local store can tell and asks whether to go
+// ahead: no with --dry-run, yes with --yes, the answer on a terminal otherwise.
+func confirmPlan(ctx context.Context, g *globalOptions, opts rolloutOptions, plan *rollout.Plan) (bool, error) {
+	if nix, err := nixrunner.New(ctx, opts.Nix, g.logger); err == nil {
+		addDiffs(ctx, nix, plan)
+	}
+	if opts.JSON {
+		if err := json.NewEncoder(g.stdout).Encode(map[string]any{"plan": plan}); err != nil {
+			return false, err
+		}
+	} else {
+		printPlan(g.stdout, plan)
+	}
+	switch {
+	case opts.DryRun:
+		fmt.Fprintln(g.stderr, "dry run: nothing changed")
+		return false, nil
+	case plan.Refused():
+		return true, nil // the rollout refuses and says why: nothing to confirm
+	case plan.Changes() == 0:
+		return true, nil
+	case opts.Yes:
+		return true, nil
+	}
+	return ask(g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))
+}
+
+// ask asks a yes/no question on the terminal; anything but y or yes is no.
+func ask(g *globalOptions, question string) (bool, error) {
+	fmt.Fprint(g.stdout, question)
+	line, err := bufio.NewReader(g.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true, nil
+	}
+	fmt.Fprintln(g.stdout, "not confirmed: nothing changed")
+	return false, nil
+}
+
+// addDiffs fills in each node's closure diff from the system it runs to its target, where the local
+// store has both (nix store diff-closures).
+func addDiffs(ctx context.Context, nix *nixrunner.Runner, plan *rollout.Plan) {
+	for i := range plan.Nodes {
+		np := &plan.Nodes[i]
+		if np.Current == "" || np.Target == "" || np.Current == np.Target || np.Action == rollout.ActionSkip {
+			continue
+		}
+		valid, err := nix.Valid(ctx, np.Current, np.Target)
+		if err != nil || !valid[np.Current] || !valid[np.Target] {
+			continue
+		}
+		if d, err := nix.DiffClosures(ctx, np.Current, np.Target); err == nil {
+			np.Diff = cmp.Or(d, "no package changes (versions and sizes are the same)")
+		}
+	}
+}
+
+// printPlan writes the plan as a table, the problems that refuse it, and the closure diffs.
+func printPlan(w io.Writer, plan *rollout.Plan) {
+	what := "commit " + short(plan.Commit)
+	if plan.Commit == "" {
+		what = "each node's own target"
+	}
+	fmt.Fprintf(w, "rollout plan %s: %s, JetStream meta leader %s, %d of %d node(s) to change\n",
+		plan.RunID, what, orNone(plan.Leader), plan.Changes(), len(plan.Nodes))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tACTION\tCURRENT\tTARGET\tWHY")
+	for _, np := range plan.Nodes {
+		node := np.Node
+		if np.Leader {
+			node += " (leader)"
+		}
+		cur := "-"
+		if np.Current != "" {
+			cur = fmt.Sprintf("gen %d, commit %s", np.CurrentGeneration, orNone(short(np.CurrentCommit)))
+		}
+		target := fmt.Sprintf("%s, commit %s", storeName(np.Target), orNone(short(np.TargetCommit)))
+		if np.TargetGeneration != 0 {
+			target = fmt.Sprintf("gen %d, commit %s", np.TargetGeneration, orNone(short(np.TargetCommit)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, np.Action, cur, target, np.Reason)
+	}
+	tw.Flush()
+	if len(plan.Problems) > 0 {
+		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")
+		for _, p := range plan.Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
+	for _, np := range plan.Nodes {
+		if np.Diff != "" {
+			fmt.Fprintf(w, "\n%s: nix store diff-closures %s %s\n  %s\n", np.Node, storeName(np.Current), storeName(np.Target),
+				strings.ReplaceAll(np.Diff, "\n", "\n  "))
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// storeName is a store path without /nix/store/<hash>-.
+func storeName(p string) string {
+	const prefix = "/nix/store/"
+	if strings.HasPrefix(p, prefix) && len(p) > len(prefix)+33 {
+		return p[len(prefix)+33:]
+	}
+	return p
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

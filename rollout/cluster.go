@@ -1,0 +1,250 @@
+package rollout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+)
+
+// Cluster is the NATS side of the gate: what the cluster's servers say about themselves. NATS
+// implements it over the servers' monitoring endpoints and the system account.
+type Cluster interface {
+	// Health is nil when the server on node is healthy and clustered with peers other servers.
+	Health(ctx context.Context, node string, peers int) error
+	// Leader is the JetStream meta leader as the server on node knows it ("" when none).
+	Leader(ctx context.Context, node string) (string, error)
+}
+
+// Server is where a node's nats-server answers.
+type Server struct {
+	Monitor string // http://10.0.0.11:8222
+	Client  string // nats://10.0.0.11:4222
+}
+
+// NATS is Cluster over HTTP monitoring and, when system account credentials are configured,
+// $SYS.REQ.SERVER.PING. Every check opens a short-lived connection: a NATS client held across a
+// restart would make its lame duck mode wait the grace period.
+type NATS struct {
+	Servers map[string]Server
+	// Timeout bounds one request.
+	Timeout time.Duration
+	// CredsFile, or User and Password, authenticate as a system account user; empty: no ping.
+	CredsFile      string
+	User, Password string
+	// HTTP is the monitoring client; nil: one without keep-alive (a server may restart any time).
+	HTTP *http.Client
+}
+
+var _ Cluster = (*NATS)(nil)
+
+// NewNATS is the cluster of the topology's nodes, with the settings of cfg.
+func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
+	if top.Services.NATS == nil {
+		return nil, errors.New("the topology has no NATS service")
+	}
+	n := &NATS{Servers: map[string]Server{}, Timeout: cfg.HTTPTimeout, CredsFile: cfg.SystemCredsFile, User: cfg.SystemUser}
+	if cfg.SystemPasswordFile != "" {
+		pw, err := os.ReadFile(cfg.SystemPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("system account password: %w", err)
+		}
+		n.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	for name, node := range top.Nodes {
+		n.Servers[name] = Server{
+			Monitor: "http://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.MonitorPort)).String(),
+			Client:  "nats://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.ClientPort)).String(),
+		}
+	}
+	return n, nil
+}
+
+func (n *NATS) timeout() time.Duration {
+	if n.Timeout > 0 {
+		return n.Timeout
+	}
+	return 5 * time.Second
+}
+
+func (n *NATS) server(node string) (Server, error) {
+	s, ok := n.Servers[node]
+	if !ok {
+		return s, fmt.Errorf("no NATS server known for node %s", node)
+	}
+	return s, nil
+}
+
+// Health implements Cluster: /healthz answers 200 (on a clustered server: a meta leader is known and
+// every replica on it is current), /varz counts exactly peers remotes (servers routed to; not
+// /routez num_routes, which counts pooled connections), /jsz names a meta leader and, with system
+// account credentials, every server of the cluster answers a ping.
+func (n *NATS) Health(ctx context.Context, node string, peers int) error {
+	srv, err := n.server(node)
+	if err != nil {
+		return err
+	}
+	body, code, err := n.get(ctx, srv.Monitor+"/healthz")
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("/healthz: %d %s", code, strings.TrimSpace(string(body)))
+	}
+	var varz struct {
+		Remotes int `json:"remotes"`
+	}
+	if err := n.getJSON(ctx, srv.Monitor+"/varz", &varz); err != nil {
+		return err
+	}
+	if varz.Remotes != peers {
+		return fmt.Errorf("/varz: clustered with %d other servers, want %d", varz.Remotes, peers)
+	}
+	leader, err := n.Leader(ctx, node)
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errors.New("/jsz: no JetStream meta leader")
+	}
+	if n.CredsFile == "" && n.User == "" {
+		return nil
+	}
+	names, err := n.Ping(ctx, node, peers+1)
+	if err != nil {
+		return err
+	}
+	if len(names) < peers+1 {
+		return fmt.Errorf("$SYS.REQ.SERVER.PING: %d servers answered (%s), want %d", len(names), strings.Join(names, ", "), peers+1)
+	}
+	return nil
+}
+
+// Leader implements Cluster with /jsz meta_cluster.leader. A server without JetStream has no leader.
+func (n *NATS) Leader(ctx context.Context, node string) (string, error) {
+	srv, err := n.server(node)
+	if err != nil {
+		return "", err
+	}
+	var jsz struct {
+		Disabled bool `json:"disabled"`
+		Meta     *struct {
+			Leader string `json:"leader"`
+		} `json:"meta_cluster"`
+	}
+	if err := n.getJSON(ctx, srv.Monitor+"/jsz", &jsz); err != nil {
+		return "", err
+	}
+	if jsz.Disabled || jsz.Meta == nil {
+		return "", nil
+	}
+	return jsz.Meta.Leader, nil
+}
+
+// Ping asks the cluster, through node's server, who is there ($SYS.REQ.SERVER.PING) and returns the
+// names of the servers that answered within the timeout, sorted; it stops waiting once want answered.
+func (n *NATS) Ping(ctx context.Context, node string, want int) ([]string, error) {
+	srv, err := n.server(node)
+	if err != nil {
+		return nil, err
+	}
+	opts := []nats.Option{nats.Name("cimdeploy gate"), nats.Timeout(n.timeout()), nats.NoReconnect()}
+	if n.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	} else {
+		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	}
+	nc, err := nats.Connect(srv.Client, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("system account at %s: %w", srv.Client, err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("system account: %w", err)
+	}
+	if err := nc.PublishRequest("$SYS.REQ.SERVER.PING", inbox, nil); err != nil {
+		return nil, fmt.Errorf("$SYS.REQ.SERVER.PING: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.timeout())
+	defer cancel()
+	seen := map[string]bool{}
+	for len(seen) < want {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			break // the timeout: whoever answered did
+		}
+		var pong struct {
+			Server struct {
+				Name string `json:"name"`
+			} `json:"server"`
+		}
+		if json.Unmarshal(msg.Data, &pong) == nil && pong.Server.Name != "" {
+			seen[pong.Server.Name] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for name := range seen {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (n *NATS) getJSON(ctx context.Context, url string, v any) error {
+	body, code, err := n.get(ctx, url)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("%s: %d %s", endpoint(url), code, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s: %w", endpoint(url), err)
+	}
+	return nil
+}
+
+// get fetches url.
+func (n *NATS) get(ctx context.Context, url string) ([]byte, int, error) {
+	client := n.HTTP
+	if client == nil {
+		client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.timeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", endpoint(url), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", endpoint(url), err)
+	}
+	return body, resp.StatusCode, nil
+}
+
+// endpoint is the path of a monitoring URL, for messages: /varz.
+func endpoint(url string) string {
+	if i := strings.LastIndexByte(url, '/'); i >= 0 {
+		return url[i:]
+	}
+	return url
+}

@@ -1,0 +1,105 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// Config bounds every wait of a rolling switch; all of it is finite. Every field is a CIMDEPLOY_*
+// variable (LoadConfig) and a flag of the commands that switch nodes.
+type Config struct {
+	// ConfirmTimeout is the dead-man timer: a node whose switch the controller has not confirmed
+	// (disarmed) this long after arming switches back to its previous generation by itself. It has
+	// to cover the activation and the gate.
+	ConfirmTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT, default=5m"`
+	// GateTimeout bounds the health gate after an activation; GatePoll is the time between probes.
+	// A node is healthy again 0.05-0.8 s after its activation and /healthz of nats-server 2.9 flaps
+	// under load (a replica briefly behind), so a short poll keeps the gate from adding seconds per node.
+	GateTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT, default=3m"`
+	GatePoll    time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_POLL, default=250ms"`
+	// PreflightTimeout bounds the health check of every node before any is touched.
+	PreflightTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT, default=30s"`
+	// ActivationTimeout bounds switch-to-configuration in its transient unit, waits for it included,
+	// and every other command on a node once its switch has begun.
+	ActivationTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_ACTIVATION_TIMEOUT, default=90s"`
+	// ReconnectTimeout bounds the time without an SSH connection while an activation runs: the
+	// controller reconnects and polls the unit's result until then.
+	ReconnectTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_RECONNECT_TIMEOUT, default=1m"`
+	// CopyTimeout bounds copying a node's closure.
+	CopyTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_COPY_TIMEOUT, default=30m"`
+	// HTTPTimeout bounds one request to a NATS monitoring endpoint or the system account.
+	HTTPTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT, default=5s"`
+
+	// SystemCredsFile is a credentials file of the NATS system account; with it (or SystemUser) the
+	// gate also asks every server to answer $SYS.REQ.SERVER.PING, as `nats server ping` does.
+	SystemCredsFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE"`
+	// SystemUser and the password in SystemPasswordFile are a system account user, instead of creds.
+	SystemUser         string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_USER"`
+	SystemPasswordFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE"`
+}
+
+// LoadConfig reads Config from the environment (lookup nil: the process environment) and validates it.
+func LoadConfig(ctx context.Context, lookup envconfig.Lookuper) (Config, error) {
+	if lookup == nil {
+		lookup = envconfig.OsLookuper()
+	}
+	var c Config
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
+		return c, fmt.Errorf("rollout config: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT", c.ConfirmTimeout},
+		{"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT", c.GateTimeout},
+		{"CIMDEPLOY_ROLLOUT_GATE_POLL", c.GatePoll},
+		{"CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT", c.PreflightTimeout},
+		{"CIMDEPLOY_ROLLOUT_ACTIVATION_TIMEOUT", c.ActivationTimeout},
+		{"CIMDEPLOY_ROLLOUT_RECONNECT_TIMEOUT", c.ReconnectTimeout},
+		{"CIMDEPLOY_ROLLOUT_COPY_TIMEOUT", c.CopyTimeout},
+		{"CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT", c.HTTPTimeout},
+	} {
+		if d.v <= 0 {
+			bad("%s %s: want a positive duration (there is no \"forever\")", d.name, d.v)
+		}
+	}
+	if c.ConfirmTimeout > 0 && c.ConfirmTimeout <= c.ActivationTimeout+c.GateTimeout {
+		bad("CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT %s must exceed the activation and gate timeouts together (%s + %s): "+
+			"a node would roll itself back while its gate still runs", c.ConfirmTimeout, c.ActivationTimeout, c.GateTimeout)
+	}
+	if c.GatePoll > c.GateTimeout && c.GateTimeout > 0 {
+		bad("CIMDEPLOY_ROLLOUT_GATE_POLL %s is longer than CIMDEPLOY_ROLLOUT_GATE_TIMEOUT %s", c.GatePoll, c.GateTimeout)
+	}
+	if c.SystemCredsFile != "" && c.SystemUser != "" {
+		bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE and CIMDEPLOY_ROLLOUT_SYSTEM_USER: set one")
+	}
+	if c.SystemCredsFile != "" {
+		if _, err := os.Stat(c.SystemCredsFile); err != nil {
+			bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE: %w", err)
+		}
+	}
+	if (c.SystemUser == "") != (c.SystemPasswordFile == "") {
+		bad("CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE go together")
+	} else if c.SystemPasswordFile != "" {
+		if _, err := os.Stat(c.SystemPasswordFile); err != nil {
+			bad("CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE: %w", err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("rollout config: %w", errors.Join(errs...))
+	}
+	return nil
+}

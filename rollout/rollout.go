@@ -1,0 +1,655 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/pipeline/store"
+	"github.com/cimdeploy/cimdeploy/remote"
+)
+
+// States is where the rollout reads and records what is deployed on each node; *store.Store is one.
+type States interface {
+	Node(ctx context.Context, name string) (store.NodeState, uint64, error)
+	PutNode(ctx context.Context, st store.NodeState, expected uint64) (uint64, error)
+}
+
+var _ States = (*store.Store)(nil)
+
+// Rollout switches a NATS cluster's nodes one at a time behind health gates. Build its plan with
+// Plan (or Observe and NewPlan), then Run it. A Rollout runs one plan at a time.
+type Rollout struct {
+	// Topology is the cluster the targets were built from: its nodes, their containers and addresses.
+	Topology *topology.Topology
+	// Systems are the nodes, by name; every node of Topology needs one.
+	Systems map[string]System
+	Cluster Cluster
+	// States records what each node runs; nil records nothing and guards nothing.
+	States States
+	// Proxmox creates the containers of new nodes; nil: new nodes are refused.
+	Proxmox remote.Proxmox
+	Config  Config
+	Logger  *slog.Logger
+	// Now is the clock (tests); nil: time.Now.
+	Now func() time.Time
+}
+
+func (r *Rollout) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Rollout) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Request is what to roll out.
+type Request struct {
+	RunID, Commit string
+	Targets       []Target
+	Force         bool
+	RevertAll     bool
+}
+
+// Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
+func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
+	obs, leader, err := r.Observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return NewPlan(PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
+		Force: req.Force, RevertAll: req.RevertAll, Now: r.now()}), nil
+}
+
+// Observe looks at every node of the topology at once: what it runs, its generations, what the state
+// store recorded, and whether it is healthy and clustered with every other reachable node (polled
+// up to the pre-flight timeout); an unreachable node's container state comes from Proxmox. It also
+// finds the JetStream meta leader. Only a state store that fails is an error: everything else is an
+// observation.
+func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
+	names := r.Topology.NodeNames()
+	obs := make([]Observation, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { obs[i], errs[i] = r.observe(ctx, name) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, "", err
+	}
+	reachable := 0
+	for _, o := range obs {
+		if o.Reachable {
+			reachable++
+		}
+	}
+	peers := reachable - 1
+	for i := range obs {
+		if !obs[i].Reachable {
+			continue
+		}
+		wg.Go(func() {
+			o := &obs[i]
+			err := r.poll(ctx, r.Config.PreflightTimeout, func(ctx context.Context) error {
+				return r.Cluster.Health(ctx, o.Node, peers)
+			})
+			o.Healthy = err == nil
+			if err != nil {
+				o.Problem = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	leader := ""
+	for _, o := range obs {
+		if o.Healthy {
+			if l, err := r.Cluster.Leader(ctx, o.Node); err == nil && l != "" {
+				leader = l
+				break
+			}
+		}
+	}
+	return obs, leader, nil
+}
+
+func (r *Rollout) observe(ctx context.Context, name string) (Observation, error) {
+	o := Observation{Node: name}
+	if r.States != nil {
+		rec, _, err := r.States.Node(ctx, name)
+		if err != nil {
+			return o, fmt.Errorf("state of %s: %w", name, err)
+		}
+		o.Record = rec
+	}
+	sys, ok := r.Systems[name]
+	if !ok {
+		o.Problem = "no connection configured"
+		return o, nil
+	}
+	cur, err := sys.Current(ctx)
+	if err == nil {
+		o.Generations, err = sys.Generations(ctx)
+	}
+	if err != nil {
+		o.Problem = err.Error()
+		if r.Proxmox != nil {
+			vmid := r.Topology.Nodes[name].Proxmox.VMID
+			if st, perr := r.Proxmox.Status(ctx, vmid); perr == nil {
+				o.Container = string(st)
+			} else {
+				o.Problem += "; " + perr.Error()
+			}
+		}
+		return o, nil
+	}
+	o.Reachable, o.Current = true, cur
+	return o, nil
+}
+
+// Run runs the plan: a plain loop over its nodes, one at a time, stopping at the first failure.
+// Cancellation of ctx is checked between nodes only: a node whose switch has begun is finished (or
+// rolled back) on a context of its own, with its own timeouts. A refused plan touches nothing. tr nil
+// logs instead.
+func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
+	log := r.logger().With("run_id", plan.RunID, "commit", plan.Commit, "stage", "rollout")
+	if tr == nil {
+		tr = LogTracker(log)
+	}
+	res := &Result{RunID: plan.RunID, Commit: plan.Commit, Status: StatusSuccess, Start: r.now()}
+	defer func() { res.Duration = r.now().Sub(res.Start) }()
+	if plan.Refused() {
+		res.Status, res.Error = StatusRefused, "pre-flight: "+strings.Join(plan.Problems, "; ")+" (--force overrides)"
+		tr.Skip(nodeNames(plan.Nodes), StatusSkipped, "refused: "+res.Error)
+		log.Warn("rollout refused", "problems", plan.Problems)
+		return res
+	}
+	members := len(plan.Members)
+	var switched []NodeResult
+	for i, np := range plan.Nodes {
+		if err := ctx.Err(); err != nil {
+			res.Status, res.Error = StatusCancelled, "cancelled before "+np.Node+": "+context.Cause(ctx).Error()
+			tr.Skip(nodeNames(plan.Nodes[i:]), StatusCancelled, "not started: "+context.Cause(ctx).Error())
+			for _, rest := range plan.Nodes[i:] {
+				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusCancelled})
+			}
+			break
+		}
+		nr := r.step(ctx, plan, np, members, tr, log.With("node", np.Node))
+		res.Nodes = append(res.Nodes, nr)
+		if nr.Status == StatusFailed {
+			res.Status, res.Error = StatusFailed, np.Node+": "+nr.Error
+			tr.Skip(nodeNames(plan.Nodes[i+1:]), StatusSkipped, "not started: "+np.Node+" failed")
+			for _, rest := range plan.Nodes[i+1:] {
+				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusSkipped})
+			}
+			if plan.RevertAll {
+				res.Reverted = r.revertAll(ctx, plan, switched, members, log)
+			}
+			break
+		}
+		if np.Action == ActionProvision {
+			members++
+		}
+		if np.Action == ActionSwitch {
+			switched = append(switched, nr)
+		}
+	}
+	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
+	return res
+}
+
+// step runs one node as a step of the tracker.
+func (r *Rollout) step(ctx context.Context, plan *Plan, np NodePlan, members int, tr Tracker, log *slog.Logger) NodeResult {
+	var nr NodeResult
+	_ = tr.Step(ctx, np.Node, func(ctx context.Context, st Step) error {
+		switch np.Action {
+		case ActionSkip:
+			nr = NodeResult{Node: np.Node, Action: np.Action, Status: StatusSkipped, From: np.Current, To: np.Target,
+				FromGeneration: np.CurrentGeneration, Generation: np.CurrentGeneration}
+			r.recordAt(context.WithoutCancel(ctx), plan, np, np.CurrentGeneration, log)
+		case ActionProvision:
+			nr = r.provision(ctx, plan, np, members, st, log)
+		case ActionSwitch:
+			nr = r.switchNode(ctx, plan, np, switchIDs(plan.RunID, np.Node, ""), members-1, st, log)
+		default:
+			nr = NodeResult{Node: np.Node, Action: np.Action, Status: StatusFailed, Error: np.Reason, err: errors.New(np.Reason)}
+		}
+		if note := nr.note(); note != "" {
+			st.Note("%s", note)
+		}
+		return nr.err
+	})
+	return nr
+}
+
+// ids are the names of one switch's units on the node.
+type ids struct {
+	timer    string // the dead-man timer's id: unit cimdeploy-rollback-<timer>
+	unit     string // the activation: cimdeploy-switch-<node>-<run>
+	rollback string // the controller's own rollback activation
+}
+
+func switchIDs(runID, node, suffix string) ids {
+	id := sanitize(runID)
+	if suffix != "" {
+		id += "-" + suffix
+	}
+	return ids{timer: id, unit: "cimdeploy-switch-" + node + "-" + id, rollback: "cimdeploy-switch-" + node + "-" + id + "-rollback"}
+}
+
+// sanitize keeps what a unit name takes.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// switchNode is the procedure for one node: guard, copy, arm, profile, activate, gate, disarm,
+// record. After a failure from the profile on, the node is rolled back to the generation it ran.
+// Until the closure is copied, ctx may stop it (nothing changed on the node); from the dead-man timer
+// on, the run's cancellation no longer reaches it.
+func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id ids, peers int, st Step, log *slog.Logger) (nr NodeResult) {
+	cfg := r.Config
+	sys := r.Systems[np.Node]
+	start := r.now()
+	nr = NodeResult{Node: np.Node, Action: ActionSwitch, From: np.Current, FromGeneration: np.CurrentGeneration, To: np.Target}
+	defer func() { nr.Duration = r.now().Sub(start) }()
+	fail := func(what string, err error) NodeResult {
+		nr.Status, nr.err = StatusFailed, fmt.Errorf("%s: %w", what, err)
+		nr.Error = nr.err.Error()
+		log.Error("switch failed", "step", what, "err", err)
+		return nr
+	}
+	const steps = 7
+
+	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
+	st.Progress(ctx, 1, steps, "guard")
+	cur, err := sys.Current(ctx)
+	if err != nil {
+		return fail("read the running system", err)
+	}
+	if cur != np.Current {
+		return fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, cur))
+	}
+	gens, err := sys.Generations(ctx)
+	if err != nil {
+		return fail("list generations", err)
+	}
+	back := runningGeneration(Observation{Current: cur, Generations: gens})
+	if back.Number == 0 {
+		return fail("guard", fmt.Errorf("the running system %s is no generation of the profile", cur))
+	}
+	nr.FromGeneration = back.Number
+
+	// 2. Copy: until it is done nothing has changed on the node, so the run's cancellation may stop it.
+	if np.TargetGeneration == 0 {
+		st.Progress(ctx, 2, steps, "copy closure")
+		cctx, cancel := context.WithTimeout(ctx, cfg.CopyTimeout)
+		copied, err := sys.Copy(cctx, np.Target)
+		cancel()
+		nr.Copied, nr.Copy = len(copied.Missing), copied.Duration
+		if err != nil {
+			return fail("copy closure", err)
+		}
+	}
+
+	// From here on the node is finished or rolled back, whatever happens to the run.
+	node := context.WithoutCancel(ctx)
+	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(node, cfg.ActivationTimeout) }
+
+	// 3. Arm the dead-man timer: should the controller vanish, the node goes back by itself.
+	st.Progress(ctx, 3, steps, "arm the dead-man rollback")
+	actx, cancel := bounded()
+	err = sys.Arm(actx, id.timer, cfg.ConfirmTimeout, back)
+	cancel()
+	if err != nil {
+		return fail("arm the dead-man rollback", err) // nothing changed yet
+	}
+	log.Info("dead-man rollback armed", "timer", id.timer, "back_to", back.Number, "confirm_timeout", cfg.ConfirmTimeout)
+
+	rollBack := func(what string, cause error) NodeResult {
+		fail(what, cause)
+		bad := nr.Generation
+		if np.TargetGeneration != 0 {
+			bad = 0 // an existing generation is not ours to delete
+		}
+		if rerr := r.rollBack(node, sys, id, back, bad, peers, log); rerr != nil {
+			nr.err = fmt.Errorf("%w; rollback: %w", nr.err, rerr)
+		} else {
+			nr.RolledBack = true
+			nr.err = fmt.Errorf("%w; rolled back to generation %d", nr.err, back.Number)
+		}
+		nr.Error = nr.err.Error()
+		r.recordFailure(node, plan, np, back, nr.Error, log)
+		return nr
+	}
+
+	// 4. The profile's new current generation (or the existing one a rollback goes to).
+	st.Progress(ctx, 4, steps, "set the system profile")
+	pctx, cancel := bounded()
+	if np.TargetGeneration == 0 {
+		nr.Generation, err = sys.SetProfile(pctx, np.Target)
+	} else {
+		nr.Generation, err = np.TargetGeneration, sys.SwitchGeneration(pctx, np.TargetGeneration)
+	}
+	cancel()
+	if err != nil {
+		return rollBack("set the system profile", err)
+	}
+
+	// 5. Activate in a transient unit: a dropped connection cannot stop it.
+	st.Progress(ctx, 5, steps, "activate")
+	vctx, cancel := bounded()
+	act, err := sys.Activate(vctx, id.unit, np.Target)
+	cancel()
+	nr.Activation, nr.ExitCode, nr.Reconnected = act.Duration, act.ExitCode, act.Reconnected
+	writeLines(st, act.Output)
+	if act.Reconnected {
+		log.Warn("the connection dropped during the activation; its unit's result was polled", "unit", id.unit)
+	}
+	if err != nil {
+		return rollBack("activate", err)
+	}
+
+	// 6. The gate, from the controller.
+	st.Progress(ctx, 6, steps, "health gate")
+	gateStart := r.now()
+	err = r.gate(node, np.Node, np.Target, peers)
+	nr.Rejoin = r.now().Sub(gateStart)
+	if err != nil {
+		return rollBack("health gate", err)
+	}
+
+	// 7. Confirm: disarm the timer before it fires.
+	st.Progress(ctx, 7, steps, "disarm")
+	dctx, cancel := bounded()
+	claimed, err := sys.Disarm(dctx, id.timer)
+	cancel()
+	switch {
+	case err != nil:
+		return rollBack("disarm the dead-man rollback", err)
+	case !claimed:
+		return rollBack("disarm the dead-man rollback", fmt.Errorf("the timer fired before the switch was confirmed "+
+			"(CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT %s): the node rolled itself back", cfg.ConfirmTimeout))
+	}
+	nr.Status = StatusSuccess
+	if err := r.recordAt(node, plan, np, nr.Generation, log); err != nil {
+		nr.Status, nr.err = StatusFailed, fmt.Errorf("switched and healthy, but not recorded: %w", err)
+		nr.Error = nr.err.Error()
+	}
+	log.Info("node switched", "generation", nr.Generation, "activation", nr.Activation.Round(time.Millisecond),
+		"rejoin", nr.Rejoin.Round(time.Millisecond))
+	return nr
+}
+
+// rollBack returns a node whose switch failed to generation back: switch the profile back, activate
+// it unless it runs already, delete the failed generation bad (0: none), wait for the node to be
+// healthy, and only then claim the dead-man timer. Until then the timer stays armed as the backstop:
+// should this rollback fail, or the controller vanish, the node still goes back at the confirm
+// timeout. The timer's steps are the same and activations take turns, so both doing them is harmless.
+func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generation, bad, peers int, log *slog.Logger) error {
+	cfg := r.Config
+	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.ActivationTimeout) }
+	backstop := fmt.Sprintf("its dead-man timer switches it back at the confirm timeout (%s) unless it fired already", cfg.ConfirmTimeout)
+	sctx, cancel := bounded()
+	err := sys.SwitchGeneration(sctx, back.Number)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("switch the profile back to generation %d: %w; %s", back.Number, err, backstop)
+	}
+	cctx, cancel := bounded()
+	cur, err := sys.Current(cctx)
+	cancel()
+	if err != nil || cur != back.Toplevel {
+		vctx, cancel := bounded()
+		_, err = sys.Activate(vctx, id.rollback, back.Toplevel)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("activate generation %d: %w; %s", back.Number, err, backstop)
+		}
+	}
+	if bad != 0 && bad != back.Number {
+		xctx, cancel := bounded()
+		err := sys.DeleteGenerations(xctx, bad)
+		cancel()
+		if err != nil {
+			log.Warn("cannot delete the failed generation", "generation", bad, "err", err)
+		}
+	}
+	gateErr := r.gate(ctx, sys.Name(), back.Toplevel, peers)
+	dctx, cancel := bounded()
+	claimed, err := sys.Disarm(dctx, id.timer)
+	cancel()
+	switch {
+	case err != nil:
+		log.Warn("cannot disarm the dead-man timer after the rollback; when it fires it finds the node rolled back", "err", err)
+	case !claimed:
+		log.Warn("the dead-man timer fired during the switch: the node rolled back by itself too")
+	}
+	if gateErr != nil {
+		return fmt.Errorf("back on generation %d, but %w", back.Number, gateErr)
+	}
+	log.Info("rolled back", "generation", back.Number)
+	return nil
+}
+
+// provision creates a new node's container from its template (started, SSH answering) and gates it:
+// it runs the template's system, which is the target.
+func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, members int, st Step, log *slog.Logger) (nr NodeResult) {
+	start := r.now()
+	nr = NodeResult{Node: np.Node, Action: ActionProvision, To: np.Target}
+	defer func() { nr.Duration = r.now().Sub(start) }()
+	fail := func(what string, err error) NodeResult {
+		nr.Status, nr.err = StatusFailed, fmt.Errorf("%s: %w", what, err)
+		nr.Error = nr.err.Error()
+		log.Error("provisioning failed", "step", what, "err", err)
+		return nr
+	}
+	if r.Proxmox == nil {
+		return fail("provision", errors.New("no Proxmox host (CIMDEPLOY_PROXMOX_HOST)"))
+	}
+	sys := r.Systems[np.Node]
+	c := remote.ContainerFor(np.Node, r.Topology.Nodes[np.Node], r.Topology.Network)
+	c.Template, c.SSH = np.Template, sys
+	node := context.WithoutCancel(ctx) // a container half made is worse than one made
+	st.Progress(ctx, 1, 3, "create the container")
+	pctx, cancel := context.WithTimeout(node, r.Config.CopyTimeout)
+	ens, err := r.Proxmox.EnsureContainer(pctx, c)
+	cancel()
+	if err != nil {
+		return fail("create the container", err)
+	}
+	nr.Activation = ens.Duration
+	st.Progress(ctx, 2, 3, "health gate")
+	gateStart := r.now()
+	err = r.gate(node, np.Node, np.Target, members) // one more member: itself
+	nr.Rejoin = r.now().Sub(gateStart)
+	if err != nil {
+		r.recordFailure(node, plan, np, Generation{}, err.Error(), log)
+		return fail("health gate", err)
+	}
+	st.Progress(ctx, 3, 3, "record")
+	gctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
+	gens, err := sys.Generations(gctx)
+	cancel()
+	if err != nil {
+		return fail("list generations", err)
+	}
+	nr.Generation = runningGeneration(Observation{Current: np.Target, Generations: gens}).Number
+	nr.Status = StatusSuccess
+	if err := r.recordAt(node, plan, np, nr.Generation, log); err != nil {
+		return fail("record", err)
+	}
+	log.Info("node provisioned", "vmid", c.VMID, "generation", nr.Generation, "rejoin", nr.Rejoin.Round(time.Millisecond))
+	return nr
+}
+
+// revertAll switches the nodes this rollout switched back to the generations they ran, the last one
+// first, each behind its own dead-man timer and gate. The run's cancellation does not stop it.
+func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResult, members int, log *slog.Logger) []NodeResult {
+	ctx = context.WithoutCancel(ctx)
+	var out []NodeResult
+	for i := len(switched) - 1; i >= 0; i-- {
+		done := switched[i]
+		np := NodePlan{Node: done.Node, Action: ActionSwitch, Current: done.To, CurrentGeneration: done.Generation,
+			Target: done.From, TargetGeneration: done.FromGeneration}
+		for _, p := range plan.Nodes {
+			if p.Node == done.Node {
+				np.TargetCommit = p.CurrentCommit
+			}
+		}
+		nlog := log.With("node", done.Node, "revert", true)
+		nlog.Info("reverting (--revert-all)", "to_generation", done.FromGeneration)
+		nr := r.switchNode(ctx, plan, np, switchIDs(plan.RunID, done.Node, "revert"), members-1, discardStep{}, nlog)
+		out = append(out, nr)
+	}
+	return out
+}
+
+// gate polls until node is healthy and clustered with peers others, and a new SSH connection finds
+// it running toplevel; up to the gate timeout.
+func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
+	sys := r.Systems[node]
+	err := r.poll(ctx, r.Config.GateTimeout, func(ctx context.Context) error {
+		if err := r.Cluster.Health(ctx, node, peers); err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		cur, err := sys.Probe(ctx)
+		if err != nil {
+			return fmt.Errorf("new ssh connection: %w", err)
+		}
+		if cur != toplevel {
+			return fmt.Errorf("it runs %s, want %s", cur, toplevel)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
+	}
+	return nil
+}
+
+// poll calls check every gate poll period until it succeeds or timeout passes; the error is the last
+// check's.
+func (r *Rollout) poll(ctx context.Context, timeout time.Duration, check func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	period := r.Config.GatePoll
+	if period <= 0 {
+		period = time.Second
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var last error
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		if last == nil || ctx.Err() == nil { // not the deadline cutting a check short
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-tick.C:
+		}
+	}
+}
+
+// recordAt records that node runs np's target at generation gen, clearing an earlier failure.
+func (r *Rollout) recordAt(ctx context.Context, plan *Plan, np NodePlan, gen int, log *slog.Logger) error {
+	return r.update(ctx, np.Node, log, func(st *store.NodeState) bool {
+		if st.Toplevel == np.Target && st.Generation == gen && st.FailedCommit == "" && (np.TargetCommit == "" || st.Commit == np.TargetCommit) {
+			return false
+		}
+		commit := np.TargetCommit
+		if commit == "" && st.Toplevel == np.Target {
+			commit = st.Commit
+		}
+		*st = store.NodeState{Node: np.Node, Commit: commit, Toplevel: np.Target, Generation: gen,
+			Deployed: r.now().UTC(), RunID: plan.RunID}
+		return true
+	})
+}
+
+// recordFailure records that np's commit failed on the node, which runs back again (a node without a
+// record gets back as its deployed state, so that its guard works from now on).
+func (r *Rollout) recordFailure(ctx context.Context, plan *Plan, np NodePlan, back Generation, reason string, log *slog.Logger) {
+	_ = r.update(ctx, np.Node, log, func(st *store.NodeState) bool {
+		if st.Toplevel == "" && back.Toplevel != "" {
+			st.Toplevel, st.Generation, st.Commit, st.RunID, st.Deployed = back.Toplevel, back.Number, np.CurrentCommit, plan.RunID, r.now().UTC()
+		}
+		st.FailedCommit, st.FailedToplevel, st.FailedAt, st.FailedRunID, st.FailedReason =
+			np.TargetCommit, np.Target, r.now().UTC(), plan.RunID, reason
+		return true
+	})
+}
+
+// update is a read-modify-write of a node's state; change returns false when nothing is to be written.
+func (r *Rollout) update(ctx context.Context, node string, log *slog.Logger, change func(*store.NodeState) bool) error {
+	if r.States == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.Config.ActivationTimeout)
+	defer cancel()
+	var err error
+	for range 5 {
+		var st store.NodeState
+		var rev uint64
+		if st, rev, err = r.States.Node(ctx, node); err != nil {
+			break
+		}
+		st.Node = node
+		if !change(&st) {
+			return nil
+		}
+		if _, err = r.States.PutNode(ctx, st, rev); !errors.Is(err, store.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		log.Error("cannot record the node's state", "err", err)
+		return fmt.Errorf("record the state of %s: %w", node, err)
+	}
+	return nil
+}
+
+func nodeNames(nps []NodePlan) []string {
+	names := make([]string, len(nps))
+	for i, np := range nps {
+		names[i] = np.Node
+	}
+	return names
+}
+
+func writeLines(st Step, lines []string) {
+	w := st.Output()
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// discardStep is the step of work no tracker shows (the reverts of --revert-all, logged instead).
+type discardStep struct{}
+
+func (discardStep) Progress(context.Context, int, int, string) {}
+func (discardStep) Note(string, ...any)                        {}
+func (discardStep) Output() io.Writer                          { return io.Discard }

@@ -1,0 +1,102 @@
+package rollouttest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/cimdeploy/cimdeploy/rollout"
+)
+
+// Cluster is a fake NATS cluster of fake nodes: a node's server answers while its node is up, is
+// healthy unless it runs a system marked broken, and is clustered with every other answering,
+// unbroken server, as routes of a real cluster are. Safe for concurrent use.
+type Cluster struct {
+	mu     sync.Mutex
+	nodes  map[string]*System
+	broken map[string]bool
+	leader string
+	checks map[string]int
+}
+
+var _ rollout.Cluster = (*Cluster)(nil)
+
+// NewCluster is the cluster of nodes; the first one is the meta leader.
+func NewCluster(nodes ...*System) *Cluster {
+	c := &Cluster{nodes: map[string]*System{}, broken: map[string]bool{}, checks: map[string]int{}}
+	for _, n := range nodes {
+		c.nodes[n.Name()] = n
+	}
+	if len(nodes) > 0 {
+		c.leader = nodes[0].Name()
+	}
+	return c
+}
+
+// Add adds a node to the cluster (a new node, once provisioned).
+func (c *Cluster) Add(n *System) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[n.Name()] = n
+}
+
+// Break makes the servers of every node that runs toplevel fail their health check, as a commit with
+// bad NATS settings does.
+func (c *Cluster) Break(toplevel string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.broken[toplevel] = true
+}
+
+// SetLeader makes node the JetStream meta leader.
+func (c *Cluster) SetLeader(node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leader = node
+}
+
+// Checks counts the health checks of node.
+func (c *Cluster) Checks(node string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.checks[node]
+}
+
+func (c *Cluster) serving(n *System) bool { return n.Up() && !c.broken[n.Running()] }
+
+// Health implements rollout.Cluster.
+func (c *Cluster) Health(ctx context.Context, node string, peers int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checks[node]++
+	n, ok := c.nodes[node]
+	if !ok || !n.Up() {
+		return fmt.Errorf("/healthz: dial tcp: connection refused")
+	}
+	if c.broken[n.Running()] {
+		return fmt.Errorf("/healthz: 503 {\"status\":\"unavailable\",\"error\":\"JetStream has not established contact with a meta leader\"}")
+	}
+	remotes := 0
+	for name, other := range c.nodes {
+		if name != node && c.serving(other) {
+			remotes++
+		}
+	}
+	if remotes != peers {
+		return fmt.Errorf("/varz: clustered with %d other servers, want %d", remotes, peers)
+	}
+	return nil
+}
+
+// Leader implements rollout.Cluster.
+func (c *Cluster) Leader(ctx context.Context, node string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.nodes[node]; !ok || !n.Up() {
+		return "", fmt.Errorf("/jsz: dial tcp: connection refused")
+	}
+	return c.leader, nil
+}

@@ -1,0 +1,256 @@
+package rollout_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cimdeploy/cimdeploy/rollout"
+	"github.com/cimdeploy/cimdeploy/rollout/rollouttest"
+)
+
+// sysWorld is one implementation of rollout.System under the contract suite (a lab node over SSH, or
+// the fake), with what the suite needs to break it and to look at it from inside.
+type sysWorld struct {
+	sys rollout.System
+	// base is what the node runs; other is another system the node can be switched to.
+	base, other string
+	// failNext makes the next activation exit with code (2 or 4).
+	failNext func(t *testing.T, code int)
+	// dropDuring runs activate and cuts the node's SSH connections while the activation runs.
+	dropDuring func(t *testing.T, activate func())
+	// running is /run/current-system as the node itself sees it.
+	running func() string
+	// short is a dead-man timer that fires within the test; settle bounds its rollback.
+	short, settle time.Duration
+}
+
+func fakeSysWorld(t *testing.T) *sysWorld {
+	s := rollouttest.NewSystem("nats-2", base("nats-2"))
+	t.Cleanup(s.Close)
+	return &sysWorld{
+		sys: s, base: base("nats-2"), other: built("nats-2", "b"),
+		failNext: func(t *testing.T, code int) { s.FailNextActivation(code) },
+		dropDuring: func(t *testing.T, activate func()) {
+			s.DropNextActivation()
+			activate()
+		},
+		running: s.Running,
+		short:   50 * time.Millisecond,
+		settle:  2 * time.Second,
+	}
+}
+
+// TestSystemContract runs the contract suite against every implementation.
+func TestSystemContract(t *testing.T) {
+	for _, impl := range []struct {
+		name  string
+		world func(t *testing.T) *sysWorld
+	}{
+		{name: "fake", world: fakeSysWorld},
+		{name: "lab", world: labSysWorld},
+	} {
+		t.Run(impl.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				test func(t *testing.T, w *sysWorld)
+			}{
+				{name: "ProfileAndGenerations", test: testProfileAndGenerations},
+				{name: "DisarmedTimerNeverFires", test: testDisarmedTimer},
+				{name: "TimerRollsBackWithoutController", test: testTimerFires},
+				{name: "ActivationExitCodes", test: testActivationExitCodes},
+				{name: "ActivationSurvivesDroppedConnection", test: testActivationSurvivesDrop},
+				{name: "ProbeUsesANewConnection", test: testProbe},
+			} {
+				t.Run(tc.name, func(t *testing.T) { tc.test(t, impl.world(t)) })
+			}
+		})
+	}
+}
+
+// uniqueID is a unit id of its own for every test.
+func uniqueID(t *testing.T) string {
+	return fmt.Sprintf("t%d", time.Now().UnixNano())
+}
+
+// current is the node's current generation, which must hold the system it runs.
+func current(t *testing.T, w *sysWorld) rollout.Generation {
+	t.Helper()
+	gens, err := w.sys.Generations(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := rollout.CurrentGeneration(gens)
+	if cur.Number == 0 || cur.Toplevel != w.base {
+		t.Fatalf("current generation %+v, want one with %s (all: %+v)", cur, w.base, gens)
+	}
+	return cur
+}
+
+// switchTo sets the profile to other and activates it: a new generation, returned.
+func switchTo(t *testing.T, w *sysWorld, id string) int {
+	t.Helper()
+	if _, err := w.sys.Copy(t.Context(), w.other); err != nil {
+		t.Fatal(err)
+	}
+	n, err := w.sys.SetProfile(t.Context(), w.other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// back switches the node back to generation cur and deletes gen.
+func back(t *testing.T, w *sysWorld, cur rollout.Generation, gen int) {
+	t.Helper()
+	if err := w.sys.SwitchGeneration(t.Context(), cur.Number); err != nil {
+		t.Fatal(err)
+	}
+	if w.running() != w.base {
+		if _, err := w.sys.Activate(t.Context(), "cimdeploy-test-back-"+uniqueID(t), w.base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.sys.DeleteGenerations(t.Context(), gen); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testProfileAndGenerations(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	if got, err := w.sys.Current(ctx); err != nil || got != w.base {
+		t.Fatalf("Current = %q, %v; want %s", got, err, w.base)
+	}
+	n := switchTo(t, w, "")
+	if n <= cur.Number {
+		t.Errorf("SetProfile made generation %d, after %d", n, cur.Number)
+	}
+	gens, err := w.sys.Generations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, ok := rollout.FindGeneration(gens, n)
+	if !ok || !g.Current || g.Toplevel != w.other || g.Date.IsZero() || time.Since(g.Date) > time.Hour {
+		t.Errorf("generation %d: %+v (all %+v)", n, g, gens)
+	}
+	if w.running() != w.base {
+		t.Errorf("SetProfile activated: the node runs %s", w.running())
+	}
+	if err := w.sys.SwitchGeneration(ctx, cur.Number); err != nil {
+		t.Fatal(err)
+	}
+	// The current generation is never deleted; another one is.
+	if err := w.sys.DeleteGenerations(ctx, n, cur.Number, 99999); err != nil {
+		t.Fatal(err)
+	}
+	gens, _ = w.sys.Generations(ctx)
+	if _, ok := rollout.FindGeneration(gens, n); ok || rollout.CurrentGeneration(gens).Number != cur.Number {
+		t.Errorf("after deleting %d: %+v", n, gens)
+	}
+}
+
+func testDisarmedTimer(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	id := uniqueID(t)
+	n := switchTo(t, w, id)
+	defer back(t, w, cur, n)
+	if err := w.sys.Arm(ctx, id, w.short, cur); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := w.sys.Disarm(ctx, id)
+	if err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v; want claimed", claimed, err)
+	}
+	// Well past its time, it has done nothing.
+	timer := time.NewTimer(w.short + w.settle/4)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	gens, _ := w.sys.Generations(ctx)
+	if g := rollout.CurrentGeneration(gens); g.Number != n {
+		t.Errorf("a disarmed timer switched the profile to %+v", g)
+	}
+}
+
+func testTimerFires(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	id := uniqueID(t)
+	if err := w.sys.Arm(ctx, id, w.short+w.settle/4, cur); err != nil {
+		t.Fatal(err)
+	}
+	n := switchTo(t, w, id)
+	if _, err := w.sys.Activate(ctx, "cimdeploy-test-"+id, w.other); err != nil {
+		t.Fatal(err)
+	}
+	if w.running() != w.other {
+		t.Fatalf("runs %s after the activation", w.running())
+	}
+	// No controller: the node goes back by itself.
+	waitFor(t, w.short+w.settle*2, "the node rolled itself back", func() bool { return w.running() == w.base })
+	waitFor(t, w.settle, "the failed generation deleted", func() bool {
+		gens, err := w.sys.Generations(ctx)
+		_, still := rollout.FindGeneration(gens, n)
+		return err == nil && !still && rollout.CurrentGeneration(gens).Number == cur.Number
+	})
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || claimed {
+		t.Errorf("Disarm after the timer fired = %v, %v; want false", claimed, err)
+	}
+}
+
+func testActivationExitCodes(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	n := switchTo(t, w, "")
+	defer back(t, w, cur, n)
+
+	w.failNext(t, 2)
+	act, err := w.sys.Activate(ctx, "cimdeploy-test-"+uniqueID(t), w.other)
+	var ae *rollout.ActivationError
+	if !errors.As(err, &ae) || ae.Code != 2 || act.ExitCode != 2 {
+		t.Fatalf("activation with exit 2: %+v, %v", act, err)
+	}
+	if w.running() != w.base {
+		t.Errorf("exit 2 switched: runs %s", w.running())
+	}
+	w.failNext(t, 4)
+	act, err = w.sys.Activate(ctx, "cimdeploy-test-"+uniqueID(t), w.other)
+	if !errors.As(err, &ae) || ae.Code != 4 || !strings.Contains(err.Error(), "units failed") {
+		t.Fatalf("activation with exit 4: %+v, %v", act, err)
+	}
+	if w.running() != w.other {
+		t.Errorf("exit 4 leaves the new system active; runs %s", w.running())
+	}
+	act, err = w.sys.Activate(ctx, "cimdeploy-test-"+uniqueID(t), w.other)
+	if err != nil || act.ExitCode != 0 || act.Duration <= 0 {
+		t.Errorf("activation: %+v, %v", act, err)
+	}
+}
+
+func testActivationSurvivesDrop(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	n := switchTo(t, w, "")
+	defer back(t, w, cur, n)
+	var act rollout.Activation
+	var err error
+	w.dropDuring(t, func() { act, err = w.sys.Activate(ctx, "cimdeploy-test-"+uniqueID(t), w.other) })
+	if err != nil || act.ExitCode != 0 || !act.Reconnected {
+		t.Fatalf("activation with a dropped connection: %+v, %v", act, err)
+	}
+	if w.running() != w.other {
+		t.Errorf("runs %s", w.running())
+	}
+}
+
+func testProbe(t *testing.T, w *sysWorld) {
+	got, err := w.sys.Probe(t.Context())
+	if err != nil || got != w.base {
+		t.Fatalf("Probe = %q, %v; want %s", got, err, w.base)
+	}
+}
