@@ -156,7 +156,9 @@ func (r *Runner) flakeArgs(sub ...string) []string {
 	args := append([]string{}, experimentalFeatures...)
 	args = append(args, "--log-format", "internal-json")
 	args = append(args, sub...)
-	args = append(args, "--no-write-lock-file")
+	// No evaluation cache: parallel build workers evaluating the same flake contend for its SQLite file
+	// ("SQLite database ... is busy", fatal in Nix 2.8), and a new commit misses the cache anyway.
+	args = append(args, "--no-write-lock-file", "--option", "eval-cache", "false")
 	if r.cfg.Offline {
 		args = append(args, "--offline")
 	}
