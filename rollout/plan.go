@@ -56,10 +56,12 @@ type Observation struct {
 
 // NodePlan is one node's part of a Plan.
 type NodePlan struct {
-	Node   string `json:"node"`
-	Action Action `json:"action"`
-	Reason string `json:"reason,omitempty"`
-	Leader bool   `json:"leader,omitempty"`
+	// precopied is the closure copy made before the rolling loop (Run), nil when none succeeded.
+	precopied *remote.Copied
+	Node      string `json:"node"`
+	Action    Action `json:"action"`
+	Reason    string `json:"reason,omitempty"`
+	Leader    bool   `json:"leader,omitempty"`
 
 	Current           string `json:"current,omitempty"`
 	CurrentGeneration int    `json:"current_generation,omitempty"`

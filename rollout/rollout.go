@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"io"
 	"log/slog"
 	"strings"
@@ -176,6 +177,7 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 		log.Warn("rollout refused", "problems", plan.Problems)
 		return res
 	}
+	r.precopy(ctx, plan, log)
 	members := len(plan.Members)
 	var switched []NodeResult
 	for i, np := range plan.Nodes {
@@ -209,6 +211,36 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res
+}
+
+// precopyLimit bounds the closure copies Run makes at once before the rolling loop.
+const precopyLimit = 4
+
+// precopy copies the closures of every node the plan switches, in parallel, before the one-node-at-a-time
+// loop: a copy changes nothing a node runs, and off the serial path it does not lengthen the rollout. A
+// copy that fails is left to the node's own switch, which copies again and fails there if it must.
+func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) {
+	var g errgroup.Group
+	g.SetLimit(precopyLimit)
+	for i := range plan.Nodes {
+		np := &plan.Nodes[i]
+		sys := r.Systems[np.Node]
+		if np.Action != ActionSwitch || np.TargetGeneration != 0 || sys == nil {
+			continue
+		}
+		g.Go(func() error {
+			cctx, cancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
+			defer cancel()
+			copied, err := sys.Copy(cctx, np.Target)
+			if err != nil {
+				log.Warn("closure copy before the rollout failed; the node's switch copies again", "node", np.Node, "err", err)
+				return nil
+			}
+			np.precopied = &copied
+			return nil
+		})
+	}
+	g.Wait()
 }
 
 // step runs one node as a step of the tracker.
@@ -299,7 +331,9 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	nr.FromGeneration = back.Number
 
 	// 2. Copy: until it is done nothing has changed on the node, so the run's cancellation may stop it.
-	if np.TargetGeneration == 0 {
+	if c := np.precopied; c != nil {
+		nr.Copied, nr.Copy = len(c.Missing), c.Duration
+	} else if np.TargetGeneration == 0 {
 		st.Progress(ctx, 2, steps, "copy closure")
 		cctx, cancel := context.WithTimeout(ctx, cfg.CopyTimeout)
 		copied, err := sys.Copy(cctx, np.Target)
