@@ -561,21 +561,42 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 // it running toplevel; up to the gate timeout.
 func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
 	sys := r.Systems[node]
+	// The new SSH connection needs nothing from NATS: it is opened beside the first health probes, so
+	// its set-up does not come on top of the time the node takes to turn healthy. It is probed again
+	// only if that first probe failed.
+	probed := make(chan error, 1) // buffered: the prober never blocks, even when the gate gave up
+	go func() { probed <- probe(ctx, sys, toplevel) }()
+	pending, probeErr := true, error(nil)
 	err := r.poll(ctx, r.Config.GateTimeout, func(ctx context.Context) error {
 		if err := r.Cluster.Health(ctx, node, peers); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
-		cur, err := sys.Probe(ctx)
-		if err != nil {
-			return fmt.Errorf("new ssh connection: %w", err)
+		if pending {
+			select {
+			case probeErr = <-probed:
+				pending = false
+			case <-ctx.Done():
+				return fmt.Errorf("new ssh connection: %w", ctx.Err())
+			}
+		} else if probeErr != nil {
+			probeErr = probe(ctx, sys, toplevel)
 		}
-		if cur != toplevel {
-			return fmt.Errorf("it runs %s, want %s", cur, toplevel)
-		}
-		return nil
+		return probeErr
 	})
 	if err != nil {
 		return fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
+	}
+	return nil
+}
+
+// probe opens a new SSH connection to the node and checks it runs toplevel.
+func probe(ctx context.Context, sys System, toplevel string) error {
+	cur, err := sys.Probe(ctx)
+	if err != nil {
+		return fmt.Errorf("new ssh connection: %w", err)
+	}
+	if cur != toplevel {
+		return fmt.Errorf("it runs %s, want %s", cur, toplevel)
 	}
 	return nil
 }
