@@ -55,13 +55,20 @@ type Observation struct {
 }
 
 // NodePlan is one node's part of a Plan.
+// precopied is the outcome of a closure copy made ahead of a node's switch.
+type precopied struct {
+	copied remote.Copied
+	err    error
+}
+
 type NodePlan struct {
-	// precopied is the closure copy made before the rolling loop (Run), nil when none succeeded.
-	precopied *remote.Copied
-	Node      string `json:"node"`
-	Action    Action `json:"action"`
-	Reason    string `json:"reason,omitempty"`
-	Leader    bool   `json:"leader,omitempty"`
+	// precopy delivers the closure copy Run started for this node beside the rolling loop; nil when
+	// none was started.
+	precopy <-chan precopied
+	Node    string `json:"node"`
+	Action  Action `json:"action"`
+	Reason  string `json:"reason,omitempty"`
+	Leader  bool   `json:"leader,omitempty"`
 
 	Current           string `json:"current,omitempty"`
 	CurrentGeneration int    `json:"current_generation,omitempty"`

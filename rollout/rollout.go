@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"io"
 	"log/slog"
 	"strings"
@@ -177,7 +176,8 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 		log.Warn("rollout refused", "problems", plan.Problems)
 		return res
 	}
-	r.precopy(ctx, plan, log)
+	stopCopies := r.precopy(ctx, plan, log)
+	defer stopCopies()
 	members := len(plan.Members)
 	var switched []NodeResult
 	for i, np := range plan.Nodes {
@@ -213,34 +213,49 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	return res
 }
 
-// precopyLimit bounds the closure copies Run makes at once before the rolling loop.
+// precopyLimit bounds the closure copies Run makes at once ahead of the nodes' switches.
 const precopyLimit = 4
 
-// precopy copies the closures of every node the plan switches, in parallel, before the one-node-at-a-time
-// loop: a copy changes nothing a node runs, and off the serial path it does not lengthen the rollout. A
-// copy that fails is left to the node's own switch, which copies again and fails there if it must.
-func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) {
-	var g errgroup.Group
-	g.SetLimit(precopyLimit)
+// precopy starts copying the closures of every node the plan switches, in parallel, while the rolling
+// loop goes on: a copy changes nothing a node runs, so it need not wait for its node's turn, and the
+// first node's switch waits only for its own copy. Each node's NodePlan gets the channel its copy
+// arrives on. The returned func cancels the copies still running and waits for them (Run calls it when
+// it returns). A copy that fails is left to the node's own switch, which copies again.
+func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, precopyLimit)
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
 		sys := r.Systems[np.Node]
 		if np.Action != ActionSwitch || np.TargetGeneration != 0 || sys == nil {
 			continue
 		}
-		g.Go(func() error {
-			cctx, cancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
-			defer cancel()
+		done := make(chan precopied, 1) // buffered: the copier never blocks on a switch that gave up
+		np.precopy = done
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				done <- precopied{err: ctx.Err()}
+				return
+			}
+			cctx, ccancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
+			defer ccancel()
 			copied, err := sys.Copy(cctx, np.Target)
 			if err != nil {
-				log.Warn("closure copy before the rollout failed; the node's switch copies again", "node", np.Node, "err", err)
-				return nil
+				log.Warn("closure copy ahead of the switch failed; the node's switch copies again", "node", np.Node, "err", err)
 			}
-			np.precopied = &copied
-			return nil
-		})
+			done <- precopied{copied: copied, err: err}
+		}()
 	}
-	g.Wait()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
 }
 
 // step runs one node as a step of the tracker.
@@ -331,9 +346,18 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	nr.FromGeneration = back.Number
 
 	// 2. Copy: until it is done nothing has changed on the node, so the run's cancellation may stop it.
-	if c := np.precopied; c != nil {
-		nr.Copied, nr.Copy = len(c.Missing), c.Duration
-	} else if np.TargetGeneration == 0 {
+	copied := false
+	if np.precopy != nil {
+		select {
+		case c := <-np.precopy:
+			if c.err == nil {
+				nr.Copied, nr.Copy, copied = len(c.copied.Missing), c.copied.Duration, true
+			}
+		case <-ctx.Done():
+			return fail("copy closure", context.Cause(ctx))
+		}
+	}
+	if !copied && np.TargetGeneration == 0 {
 		st.Progress(ctx, 2, steps, "copy closure")
 		cctx, cancel := context.WithTimeout(ctx, cfg.CopyTimeout)
 		copied, err := sys.Copy(cctx, np.Target)
