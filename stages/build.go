@@ -120,11 +120,3 @@ func memAvailable() (int64, bool) {
 	}
 	return 0, false
 }
-
-func asNixError(err error) *nixrunner.Error {
-	var ne *nixrunner.Error
-	if errors.As(err, &ne) {
-		return ne
-	}
-	return nil
-}

@@ -29,3 +29,12 @@ func located(stage, node string, err error) error {
 	}
 	return pe
 }
+
+// asNixError is the nix failure inside err, or nil.
+func asNixError(err error) *nixrunner.Error {
+	var ne *nixrunner.Error
+	if errors.As(err, &ne) {
+		return ne
+	}
+	return nil
+}

@@ -43,6 +43,18 @@ type (
 	Raw string
 )
 
+// Call applies a function the generator names (trusted code, such as lib.mkForce) to a value; the
+// value is printed and checked like any other.
+type Call struct {
+	Fn  string
+	Arg Value
+}
+
+func (c Call) write(p *printer, indent int) {
+	p.b.WriteString(c.Fn + " ")
+	c.Arg.write(p, indent)
+}
+
 // Binding is one `path = value;` of a Set.
 type Binding struct {
 	Path  []string

@@ -46,6 +46,7 @@ func TestFormat(t *testing.T) {
 		{"empty", nixexpr.List{nixexpr.Attrs{}, nixexpr.List{}}, "[\n  { }\n  [ ]\n]"},
 		{"long list breaks", nixexpr.List{nixexpr.String(strings.Repeat("a", 40)), nixexpr.String(strings.Repeat("b", 40))},
 			"[\n  \"" + strings.Repeat("a", 40) + "\"\n  \"" + strings.Repeat("b", 40) + "\"\n]"},
+		{"call", nixexpr.Call{Fn: "lib.mkForce", Arg: nixexpr.String("/var/lib/${x}")}, `lib.mkForce "/var/lib/\${x}"`},
 		{"dotted bindings", nixexpr.Set{nixexpr.Bind("a.b", nixexpr.Int(1)), nixexpr.Blank, nixexpr.Binding{Path: []string{"x", "y.z"}, Value: nixexpr.Raw("lib.mkForce 2")}},
 			"{\n  a.b = 1;\n\n  x.\"y.z\" = lib.mkForce 2;\n}"},
 	}
@@ -68,6 +69,10 @@ func TestFormatReportsUnrepresentable(t *testing.T) {
 	_, err := nixexpr.Format(nixexpr.Attrs{"a": nixexpr.List{nixexpr.String("x\x00")}}, 0)
 	if !errors.Is(err, nixexpr.ErrNotRepresentable) {
 		t.Fatalf("err = %v", err)
+	}
+	_, err = nixexpr.Format(nixexpr.Set{nixexpr.Bind("a", nixexpr.Call{Fn: "lib.mkForce", Arg: nixexpr.String("x\x00")})}, 0)
+	if !errors.Is(err, nixexpr.ErrNotRepresentable) {
+		t.Fatalf("call: err = %v", err)
 	}
 	if _, err := nixexpr.Marshal(map[string]any{"f": 1.5}); !errors.Is(err, nixexpr.ErrNotRepresentable) {
 		t.Fatalf("float: err = %v", err)

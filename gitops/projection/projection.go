@@ -215,10 +215,7 @@ func jetstream(js topology.JetStream) nixexpr.Set {
 	return append(s, nixexpr.Bind("store_dir", mkForce(nixexpr.String(js.StoreDir))))
 }
 
-func mkForce(v nixexpr.Value) nixexpr.Value {
-	s, _ := nixexpr.Format(v, 0) // reported again when the whole module is printed
-	return nixexpr.Raw("lib.mkForce " + s)
-}
+func mkForce(v nixexpr.Value) nixexpr.Value { return nixexpr.Call{Fn: "lib.mkForce", Arg: v} }
 
 func stringList(ss []string) nixexpr.List {
 	l := nixexpr.List{}
@@ -317,13 +314,4 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
 }
 `, args, lxcImport, packages, shellName)
 	return b.String(), nil
-}
-
-// Paths lists the paths of files.
-func Paths(files []File) []string {
-	out := make([]string, len(files))
-	for i, f := range files {
-		out[i] = f.Path
-	}
-	return out
 }
