@@ -210,11 +210,13 @@ func seconds(d time.Duration) string {
 	return strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64) + "s"
 }
 
-// disarmScript stops timer $1 and claims it with an atomic mkdir, which the timer's own script
-// does first too: exactly one of them gets it.
-const disarmScript = `systemctl stop "cimdeploy-rollback-$1.timer" >/dev/null 2>&1 || :
-mkdir -p /run/cimdeploy
-if mkdir "/run/cimdeploy/$1.claimed" 2>/dev/null; then echo claimed; else echo fired; fi`
+// disarmScript claims timer $1 with an atomic mkdir, which the timer's own script does first too:
+// exactly one of them gets it. The claim alone makes the rollback a no-op, so the timer is then
+// stopped without waiting for the stop (--no-block): cleanup, not part of the decision.
+const disarmScript = `mkdir -p /run/cimdeploy
+if mkdir "/run/cimdeploy/$1.claimed" 2>/dev/null; then r=claimed; else r=fired; fi
+systemctl stop --no-block "cimdeploy-rollback-$1.timer" >/dev/null 2>&1 || :
+echo "$r"`
 
 // Disarm implements System.
 func (s *SSHSystem) Disarm(ctx context.Context, id string) (bool, error) {
@@ -236,13 +238,16 @@ func (s *SSHSystem) Disarm(ctx context.Context, id string) (bool, error) {
 
 // activateScript runs switchScript ($4) as the transient unit $1 and waits for it: the unit belongs
 // to systemd, not to this session, so a dropped connection cannot stop it. $2 toplevel, $3 the file
-// the unit writes switch-to-configuration's exit code to.
+// the unit writes switch-to-configuration's exit code to. When the unit has ended it prints what
+// statusScript would, then the end of the unit's journal: one round trip for the whole activation.
 const activateScript = `set -u
 mkdir -p /run/cimdeploy
 rm -f "$3"
-exec systemd-run --unit="$1" --collect --service-type=exec --wait --quiet \
+systemd-run --unit="$1" --collect --service-type=exec --wait --quiet \
 	--description="cimdeploy switch to $2" --setenv=PATH="$PATH" \
-	-- /bin/sh -c "$4" cimdeploy-switch "$2" "$3"`
+	-- /bin/sh -c "$4" cimdeploy-switch "$2" "$3" >&2
+if [ -f "$3" ]; then read -r rc <"$3"; echo "exited $rc"; else echo "state unknown"; fi
+journalctl -u "$1" -n 50 --no-pager -o cat 2>/dev/null || :`
 
 // switchScript is the unit's command: switch, and keep the exit code where a reconnected controller
 // finds it after the unit is gone (--collect).
@@ -267,11 +272,27 @@ func (s *SSHSystem) Activate(ctx context.Context, unit, toplevel string) (Activa
 		return act, err
 	}
 	status := stateDir + "/" + unit + ".status"
+	var stdout bytes.Buffer
 	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(activateScript, unit, toplevel, status, switchScript),
-		Step: "activate " + unit})
+		Stdout: &stdout, Step: "activate " + unit})
 	if ctx.Err() != nil {
 		act.Duration = time.Since(start)
 		return act, fmt.Errorf("activation %s: %w (it goes on in its unit on the node)", unit, ctx.Err())
+	}
+	if err == nil {
+		// The usual end: the command waited for the unit and brought its exit code and journal.
+		first, journal, _ := strings.Cut(stdout.String(), "\n")
+		if rest, ok := strings.CutPrefix(first, "exited "); ok {
+			code, cerr := strconv.Atoi(rest)
+			if cerr != nil {
+				return act, fmt.Errorf("unit %s: exit code %q", unit, rest)
+			}
+			act.Duration, act.Output, act.ExitCode = time.Since(start), lines(journal), code
+			if code != ExitOK {
+				return act, &ActivationError{Unit: unit, Code: code, Lines: act.Output}
+			}
+			return act, nil
+		}
 	}
 	var ee *remote.ExitError
 	if err != nil && !errors.As(err, &ee) {
