@@ -216,15 +216,17 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 // precopyLimit bounds the closure copies Run makes at once ahead of the nodes' switches.
 const precopyLimit = 4
 
-// precopy starts copying the closures of every node the plan switches, in parallel, while the rolling
-// loop goes on: a copy changes nothing a node runs, so it need not wait for its node's turn, and the
-// first node's switch waits only for its own copy. Each node's NodePlan gets the channel its copy
-// arrives on. The returned func cancels the copies still running and waits for them (Run calls it when
-// it returns). A copy that fails is left to the node's own switch, which copies again.
+// precopy starts copying the closures of every node the plan switches while the rolling loop goes on:
+// a copy changes nothing a node runs, so it need not wait for its node's turn. The first node's copy
+// runs alone, because its switch waits for it; the others follow in parallel, during that switch.
+// Each node's NodePlan gets the channel its copy arrives on. The returned func cancels the copies
+// still running and waits for them (Run calls it when it returns). A copy that fails is left to the
+// node's own switch, which copies again.
 func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, precopyLimit)
+	var first chan struct{} // closed when the first copy ended
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
 		sys := r.Systems[np.Node]
@@ -233,9 +235,24 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 		}
 		done := make(chan precopied, 1) // buffered: the copier never blocks on a switch that gave up
 		np.precopy = done
+		after := first
+		if first == nil {
+			first = make(chan struct{})
+		}
+		mine := first
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if after == nil {
+				defer close(mine)
+			} else {
+				select {
+				case <-after:
+				case <-ctx.Done():
+					done <- precopied{err: ctx.Err()}
+					return
+				}
+			}
 			select {
 			case slots <- struct{}{}:
 				defer func() { <-slots }()
@@ -324,7 +341,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		log.Error("switch failed", "step", what, "err", err)
 		return nr
 	}
-	const steps = 7
+	const steps = 6
 
 	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
 	st.Progress(ctx, 1, steps, "guard")
@@ -372,16 +389,6 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	node := context.WithoutCancel(ctx)
 	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(node, cfg.ActivationTimeout) }
 
-	// 3. Arm the dead-man timer: should the controller vanish, the node goes back by itself.
-	st.Progress(ctx, 3, steps, "arm the dead-man rollback")
-	actx, cancel := bounded()
-	err = sys.Arm(actx, id.timer, cfg.ConfirmTimeout, back)
-	cancel()
-	if err != nil {
-		return fail("arm the dead-man rollback", err) // nothing changed yet
-	}
-	log.Info("dead-man rollback armed", "timer", id.timer, "back_to", back.Number, "confirm_timeout", cfg.ConfirmTimeout)
-
 	rollBack := func(what string, cause error) NodeResult {
 		fail(what, cause)
 		bad := nr.Generation
@@ -399,21 +406,24 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		return nr
 	}
 
-	// 4. The profile's new current generation (or the existing one a rollback goes to).
-	st.Progress(ctx, 4, steps, "set the system profile")
-	pctx, cancel := bounded()
-	if np.TargetGeneration == 0 {
-		nr.Generation, err = sys.SetProfile(pctx, np.Target)
-	} else {
-		nr.Generation, err = np.TargetGeneration, sys.SwitchGeneration(pctx, np.TargetGeneration)
-	}
+	// 3. Arm the dead-man timer, so that should the controller vanish the node goes back by itself;
+	// then, in the same round trip, make the target the profile's current generation (a new one, or
+	// the existing one a rollback goes to).
+	st.Progress(ctx, 3, steps, "arm the dead-man rollback, set the system profile")
+	actx, cancel := bounded()
+	nr.Generation, err = sys.Arm(actx, id.timer, cfg.ConfirmTimeout, back, Generation{Number: np.TargetGeneration, Toplevel: np.Target})
 	cancel()
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotArmed):
+		return fail("arm the dead-man rollback", err) // nothing changed
+	case err != nil:
 		return rollBack("set the system profile", err)
 	}
+	log.Info("dead-man rollback armed", "timer", id.timer, "back_to", back.Number, "generation", nr.Generation,
+		"confirm_timeout", cfg.ConfirmTimeout)
 
-	// 5. Activate in a transient unit: a dropped connection cannot stop it.
-	st.Progress(ctx, 5, steps, "activate")
+	// 4. Activate in a transient unit: a dropped connection cannot stop it.
+	st.Progress(ctx, 4, steps, "activate")
 	vctx, cancel := bounded()
 	act, err := sys.Activate(vctx, id.unit, np.Target)
 	cancel()
@@ -426,8 +436,8 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		return rollBack("activate", err)
 	}
 
-	// 6. The gate, from the controller.
-	st.Progress(ctx, 6, steps, "health gate")
+	// 5. The gate, from the controller.
+	st.Progress(ctx, 5, steps, "health gate")
 	gateStart := r.now()
 	err = r.gate(node, np.Node, np.Target, peers)
 	nr.Rejoin = r.now().Sub(gateStart)
@@ -435,8 +445,8 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		return rollBack("health gate", err)
 	}
 
-	// 7. Confirm: disarm the timer before it fires.
-	st.Progress(ctx, 7, steps, "disarm")
+	// 6. Confirm: disarm the timer before it fires.
+	st.Progress(ctx, 6, steps, "disarm")
 	dctx, cancel := bounded()
 	claimed, err := sys.Disarm(dctx, id.timer)
 	cancel()

@@ -385,3 +385,23 @@ func TestFakeFailedRollbackLeavesTheTimerAsBackstop(t *testing.T) {
 	waitFor(t, 5*time.Second, "the timer rolled nats-2 back", func() bool { return s.Running() == base("nats-2") })
 	mustContain(t, "node log", strings.Join(s.Log(), "\n"), "timer r fired")
 }
+
+func TestFakeTimerThatCannotArmChangesNothing(t *testing.T) {
+	t.Parallel()
+	w := newFakeWorld(t, 3)
+	s := w.systems["nats-1"]
+	gens, _ := s.Generations(t.Context())
+	// A timer of the same id is armed already: systemd-run refuses the unit name.
+	if _, err := s.Arm(t.Context(), "r", time.Hour, gens[0], gens[0]); err != nil {
+		t.Fatal(err)
+	}
+	_, res, _ := w.rollout(t.Context(), t, rollout.Request{RunID: "r", Commit: "b", Targets: w.targets("b", "nats-1")})
+	nr := res.Node("nats-1")
+	if res.Status != rollout.StatusFailed || nr.RolledBack || !strings.Contains(nr.Error, "arm the dead-man rollback") {
+		t.Fatalf("result %s, %+v", res.Status, nr)
+	}
+	after, _ := s.Generations(t.Context())
+	if s.Running() != base("nats-1") || !slices.Equal(generationNumbers(after), []int{1}) || len(s.Activations()) != 0 {
+		t.Errorf("runs %s, generations %v, activations %v: want nothing changed", s.Running(), generationNumbers(after), s.Activations())
+	}
+}

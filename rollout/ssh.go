@@ -114,16 +114,6 @@ func (s *SSHSystem) Copy(ctx context.Context, toplevel string) (remote.Copied, e
 	return s.CopyClosure(ctx, []string{toplevel})
 }
 
-// SetProfile implements System.
-func (s *SSHSystem) SetProfile(ctx context.Context, toplevel string) (int, error) {
-	out, err := s.output(ctx, "set the system profile", remote.Script(`nix-env -p "$1" --set "$2" >&2 || exit
-readlink "$1"`, SystemProfile, toplevel)...)
-	if err != nil {
-		return 0, err
-	}
-	return linkGeneration(strings.TrimSpace(out))
-}
-
 // linkGeneration reads the generation number of a profile link name: system-12-link -> 12.
 func linkGeneration(link string) (int, error) {
 	name := strings.TrimSuffix(path.Base(link), "-link")
@@ -179,25 +169,48 @@ if [ -n "$bad" ] && [ "$bad" != "$4" ] && [ -L "$3-$bad-link" ]; then
 fi
 exit $rc`
 
-// armScript starts the dead-man timer: a transient timer unit cimdeploy-rollback-$1 that runs
-// rollbackScript ($6) after $2 seconds, back to generation $3 (system $4) of profile $5.
-const armScript = `set -eu
+// armScript starts the dead-man timer, a transient timer unit cimdeploy-rollback-$1 that runs
+// rollbackScript ($6) after $2 seconds, back to generation $3 (system $4) of profile $5; prints
+// "armed" once it runs; then makes the profile's current generation a new one of toplevel $8 when
+// $7 is 0, else the existing generation $7, and prints the profile's link.
+const armScript = `set -u
 mkdir -p /run/cimdeploy
-nixenv=$(command -v nix-env)
-exec systemd-run --unit="cimdeploy-rollback-$1" --on-active="$2" --collect --quiet \
+nixenv=$(command -v nix-env) || { echo "nix-env not found" >&2; exit 1; }
+systemd-run --unit="cimdeploy-rollback-$1" --on-active="$2" --collect --quiet \
 	--description="cimdeploy dead-man rollback $1" --setenv=PATH="$PATH" \
-	-- /bin/sh -c "$6" cimdeploy-rollback "$1" "$nixenv" "$5" "$3" "$4"`
+	-- /bin/sh -c "$6" cimdeploy-rollback "$1" "$nixenv" "$5" "$3" "$4" || exit
+echo armed
+if [ "$7" = 0 ]; then
+	"$nixenv" -p "$5" --set "$8" >&2 || exit
+else
+	"$nixenv" -p "$5" --switch-generation "$7" >&2 || exit
+fi
+readlink "$5"`
 
 // Arm implements System.
-func (s *SSHSystem) Arm(ctx context.Context, id string, d time.Duration, back Generation) error {
+func (s *SSHSystem) Arm(ctx context.Context, id string, d time.Duration, back, to Generation) (int, error) {
 	if err := checkID(id); err != nil {
-		return err
+		return 0, fmt.Errorf("%w: %w", ErrNotArmed, err)
 	}
 	if back.Number <= 0 || back.Toplevel == "" {
-		return fmt.Errorf("arm rollback %s: no generation to go back to", id)
+		return 0, fmt.Errorf("arm rollback %s: %w: no generation to go back to", id, ErrNotArmed)
 	}
-	return s.Run(ctx, remote.Cmd{Argv: remote.Script(armScript, id, seconds(d), strconv.Itoa(back.Number), back.Toplevel,
-		SystemProfile, rollbackScript), Step: "arm the dead-man rollback " + id})
+	if to.Number < 0 || (to.Number == 0 && to.Toplevel == "") {
+		return 0, fmt.Errorf("arm rollback %s: %w: no generation to set", id, ErrNotArmed)
+	}
+	out, err := s.output(ctx, "arm the dead-man rollback "+id+" and set the system profile",
+		remote.Script(armScript, id, seconds(d), strconv.Itoa(back.Number), back.Toplevel, SystemProfile, rollbackScript,
+			strconv.Itoa(to.Number), to.Toplevel)...)
+	armed, link, _ := strings.Cut(out, "\n")
+	var ee *remote.ExitError
+	switch {
+	case err != nil && armed != "armed" && errors.As(err, &ee):
+		// The script ended before the timer ran: nothing changed.
+		return 0, fmt.Errorf("%w: %w", ErrNotArmed, err)
+	case err != nil:
+		return 0, err
+	}
+	return linkGeneration(strings.TrimSpace(link))
 }
 
 // seconds formats d for systemd-run --on-active: seconds, with milliseconds when there are any, at

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"time"
@@ -27,17 +28,18 @@ type System interface {
 	Generations(ctx context.Context) ([]Generation, error)
 	// Copy copies toplevel's closure into the node's store: only the paths it lacks.
 	Copy(ctx context.Context, toplevel string) (remote.Copied, error)
-	// SetProfile makes toplevel the profile's new current generation (nix-env --set) and returns
-	// its number. It activates nothing.
-	SetProfile(ctx context.Context, toplevel string) (int, error)
 	// SwitchGeneration makes generation gen the profile's current one (nix-env --switch-generation).
 	SwitchGeneration(ctx context.Context, gen int) error
 	// DeleteGenerations deletes the generations gens that exist and are not current.
 	DeleteGenerations(ctx context.Context, gens ...int) error
 	// Arm starts the dead-man timer id on the node: after d, unless Disarm claimed it first, the
 	// node switches its profile back to generation back, activates it and deletes the generation
-	// that was current when the timer fired (if another). It needs no controller to do so.
-	Arm(ctx context.Context, id string, d time.Duration, back Generation) error
+	// that was current when the timer fired (if another). It needs no controller to do so. Then, in
+	// the same round trip, Arm makes to the profile's current generation: a new generation of
+	// to.Toplevel when to.Number is 0 (nix-env --set), else the existing generation to.Number
+	// (--switch-generation). It activates nothing and returns the generation now current. An error
+	// that wraps ErrNotArmed changed nothing on the node; after any other error the timer may run.
+	Arm(ctx context.Context, id string, d time.Duration, back, to Generation) (int, error)
 	// Disarm stops timer id and claims it: true when its rollback will never run, false when it
 	// fired first (the node is rolling, or has rolled, itself back). Disarming an unknown id claims
 	// it.
@@ -51,6 +53,9 @@ type System interface {
 	// should.
 	Probe(ctx context.Context) (string, error)
 }
+
+// ErrNotArmed: the dead-man timer did not start, and the node was left as it was.
+var ErrNotArmed = errors.New("the dead-man timer did not start")
 
 // Generation is one generation of the system profile.
 type Generation struct {

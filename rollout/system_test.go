@@ -89,15 +89,20 @@ func current(t *testing.T, w *sysWorld) rollout.Generation {
 	return cur
 }
 
-// switchTo sets the profile to other and activates it: a new generation, returned.
-func switchTo(t *testing.T, w *sysWorld, id string) int {
+// switchTo sets the profile to other (Arm with a timer it disarms at once) and returns the new
+// generation; it activates nothing.
+func switchTo(t *testing.T, w *sysWorld, cur rollout.Generation) int {
 	t.Helper()
 	if _, err := w.sys.Copy(t.Context(), w.other); err != nil {
 		t.Fatal(err)
 	}
-	n, err := w.sys.SetProfile(t.Context(), w.other)
+	id := uniqueID(t)
+	n, err := w.sys.Arm(t.Context(), id, time.Hour, cur, rollout.Generation{Toplevel: w.other})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if claimed, err := w.sys.Disarm(t.Context(), id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v", claimed, err)
 	}
 	return n
 }
@@ -124,9 +129,9 @@ func testProfileAndGenerations(t *testing.T, w *sysWorld) {
 	if got, err := w.sys.Current(ctx); err != nil || got != w.base {
 		t.Fatalf("Current = %q, %v; want %s", got, err, w.base)
 	}
-	n := switchTo(t, w, "")
+	n := switchTo(t, w, cur)
 	if n <= cur.Number {
-		t.Errorf("SetProfile made generation %d, after %d", n, cur.Number)
+		t.Errorf("Arm set the profile to generation %d, after %d", n, cur.Number)
 	}
 	gens, err := w.sys.Generations(ctx)
 	if err != nil {
@@ -137,7 +142,32 @@ func testProfileAndGenerations(t *testing.T, w *sysWorld) {
 		t.Errorf("generation %d: %+v (all %+v)", n, g, gens)
 	}
 	if w.running() != w.base {
-		t.Errorf("SetProfile activated: the node runs %s", w.running())
+		t.Errorf("Arm activated: the node runs %s", w.running())
+	}
+	// An id whose timer is armed already: refused before anything changed.
+	id := uniqueID(t)
+	if _, err := w.sys.Arm(ctx, id, time.Hour, cur, rollout.Generation{Number: n}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sys.Arm(ctx, id, time.Hour, cur, rollout.Generation{Number: cur.Number}); !errors.Is(err, rollout.ErrNotArmed) {
+		t.Errorf("Arm with an armed id: %v, want ErrNotArmed", err)
+	}
+	if gens, _ := w.sys.Generations(ctx); rollout.CurrentGeneration(gens).Number != n {
+		t.Errorf("a refused Arm changed the profile: %+v", gens)
+	}
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v", claimed, err)
+	}
+	// Back to an existing generation, through Arm and through SwitchGeneration.
+	id = uniqueID(t)
+	if got, err := w.sys.Arm(ctx, id, time.Hour, cur, rollout.Generation{Number: cur.Number}); err != nil || got != cur.Number {
+		t.Fatalf("Arm back to generation %d = %d, %v", cur.Number, got, err)
+	}
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v", claimed, err)
+	}
+	if err := w.sys.SwitchGeneration(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 	if err := w.sys.SwitchGeneration(ctx, cur.Number); err != nil {
 		t.Fatal(err)
@@ -156,11 +186,14 @@ func testDisarmedTimer(t *testing.T, w *sysWorld) {
 	ctx := t.Context()
 	cur := current(t, w)
 	id := uniqueID(t)
-	n := switchTo(t, w, id)
-	defer back(t, w, cur, n)
-	if err := w.sys.Arm(ctx, id, w.short, cur); err != nil {
+	if _, err := w.sys.Copy(ctx, w.other); err != nil {
 		t.Fatal(err)
 	}
+	n, err := w.sys.Arm(ctx, id, w.short, cur, rollout.Generation{Toplevel: w.other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back(t, w, cur, n)
 	claimed, err := w.sys.Disarm(ctx, id)
 	if err != nil || !claimed {
 		t.Fatalf("Disarm = %v, %v; want claimed", claimed, err)
@@ -181,10 +214,13 @@ func testTimerFires(t *testing.T, w *sysWorld) {
 	ctx := t.Context()
 	cur := current(t, w)
 	id := uniqueID(t)
-	if err := w.sys.Arm(ctx, id, w.short+w.settle/4, cur); err != nil {
+	if _, err := w.sys.Copy(ctx, w.other); err != nil {
 		t.Fatal(err)
 	}
-	n := switchTo(t, w, id)
+	n, err := w.sys.Arm(ctx, id, w.short+w.settle/4, cur, rollout.Generation{Toplevel: w.other})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.sys.Activate(ctx, "cimdeploy-test-"+id, w.other); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +242,7 @@ func testTimerFires(t *testing.T, w *sysWorld) {
 func testActivationExitCodes(t *testing.T, w *sysWorld) {
 	ctx := t.Context()
 	cur := current(t, w)
-	n := switchTo(t, w, "")
+	n := switchTo(t, w, cur)
 	defer back(t, w, cur, n)
 
 	w.failNext(t, 2)
@@ -235,7 +271,7 @@ func testActivationExitCodes(t *testing.T, w *sysWorld) {
 func testActivationSurvivesDrop(t *testing.T, w *sysWorld) {
 	ctx := t.Context()
 	cur := current(t, w)
-	n := switchTo(t, w, "")
+	n := switchTo(t, w, cur)
 	defer back(t, w, cur, n)
 	var act rollout.Activation
 	var err error

@@ -185,22 +185,6 @@ func (s *System) Copy(ctx context.Context, toplevel string) (remote.Copied, erro
 	return s.CopyClosure(ctx, []string{toplevel})
 }
 
-// SetProfile implements rollout.System.
-func (s *System) SetProfile(ctx context.Context, toplevel string) (int, error) {
-	if err := s.check(ctx, "set the system profile"); err != nil {
-		return 0, err
-	}
-	if len(s.Has(toplevel)) == 0 {
-		return 0, &remote.Error{Host: s.Name(), Step: "set the system profile", Err: &remote.ExitError{Code: 1,
-			Stderr: fmt.Sprintf("error: path '%s' is not valid", toplevel)}}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.setProfileLocked(toplevel)
-	s.logf("set profile to generation %d", n)
-	return n, nil
-}
-
 func (s *System) setProfileLocked(toplevel string) int {
 	s.next++
 	for i := range s.gens {
@@ -259,20 +243,33 @@ func (s *System) deleteLocked(gens ...int) {
 	s.gens = kept
 }
 
-// Arm implements rollout.System: the timer really fires after d.
-func (s *System) Arm(ctx context.Context, id string, d time.Duration, back rollout.Generation) error {
+// Arm implements rollout.System: the timer really fires after d; then the profile is set.
+func (s *System) Arm(ctx context.Context, id string, d time.Duration, back, to rollout.Generation) (int, error) {
 	if err := s.check(ctx, "arm"); err != nil {
-		return err
+		return 0, fmt.Errorf("%w: %w", rollout.ErrNotArmed, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.timers[id]; ok {
-		return &remote.Error{Host: s.Name(), Step: "arm", Err: &remote.ExitError{Code: 1,
-			Stderr: "Failed to start transient timer unit: Unit cimdeploy-rollback-" + id + ".timer was already loaded"}}
+		return 0, fmt.Errorf("%w: %w", rollout.ErrNotArmed, &remote.Error{Host: s.Name(), Step: "arm", Err: &remote.ExitError{Code: 1,
+			Stderr: "Failed to start transient timer unit: Unit cimdeploy-rollback-" + id + ".timer was already loaded"}})
 	}
 	s.logf("arm %s for %s back to generation %d", id, d, back.Number)
 	s.timers[id] = time.AfterFunc(d, func() { s.fire(id, back) })
-	return nil
+	if to.Number != 0 {
+		if err := s.switchLocked(to.Number); err != nil {
+			return 0, err
+		}
+		s.logf("set profile to generation %d", to.Number)
+		return to.Number, nil
+	}
+	if len(s.Has(to.Toplevel)) == 0 {
+		return 0, &remote.Error{Host: s.Name(), Step: "set the system profile", Err: &remote.ExitError{Code: 1,
+			Stderr: fmt.Sprintf("error: path '%s' is not valid", to.Toplevel)}}
+	}
+	n := s.setProfileLocked(to.Toplevel)
+	s.logf("set profile to generation %d", n)
+	return n, nil
 }
 
 // fire is the dead-man timer's rollback on the node.
