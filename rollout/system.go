@@ -1,8 +1,8 @@
 package rollout
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
