@@ -249,17 +249,26 @@ func (s *SSHSystem) Disarm(ctx context.Context, id string) (bool, error) {
 	return false, fmt.Errorf("disarm %s: unexpected output %q", id, out)
 }
 
+// statusScript tells how unit $1 is: "exited N" once its exit code is in $2, else "state <ActiveState>".
+const statusScript = `if [ -f "$2" ]; then
+	read -r rc <"$2"
+	echo "exited $rc"
+else
+	st=$(systemctl show -p ActiveState --value "$1" 2>/dev/null) || st=
+	echo "state ${st:-unknown}"
+fi`
+
 // activateScript runs switchScript ($4) as the transient unit $1 and waits for it: the unit belongs
-// to systemd, not to this session, so a dropped connection cannot stop it. $2 toplevel, $3 the file
-// the unit writes switch-to-configuration's exit code to. When the unit has ended it prints what
-// statusScript would, then the end of the unit's journal: one round trip for the whole activation.
+// to systemd, not to this session, so a dropped connection cannot stop it. $2 the file the unit
+// writes switch-to-configuration's exit code to, $3 toplevel. Then it prints the unit's status
+// (statusScript) and the end of its journal: one round trip for the whole activation.
 const activateScript = `set -u
 mkdir -p /run/cimdeploy
-rm -f "$3"
+rm -f "$2"
 systemd-run --unit="$1" --collect --service-type=exec --wait --quiet \
-	--description="cimdeploy switch to $2" --setenv=PATH="$PATH" \
-	-- /bin/sh -c "$4" cimdeploy-switch "$2" "$3" >&2
-if [ -f "$3" ]; then read -r rc <"$3"; echo "exited $rc"; else echo "state unknown"; fi
+	--description="cimdeploy switch to $3" --setenv=PATH="$PATH" \
+	-- /bin/sh -c "$4" cimdeploy-switch "$3" "$2" >&2
+` + statusScript + `
 journalctl -u "$1" -n 50 --no-pager -o cat 2>/dev/null || :`
 
 // switchScript is the unit's command: switch, and keep the exit code where a reconnected controller
@@ -269,10 +278,23 @@ rc=$?
 printf '%s\n' "$rc" >"$2.tmp" && mv -f "$2.tmp" "$2"
 exit $rc`
 
-// statusScript tells how unit $1 is: "exited N" once its exit code is in $2, else "state <ActiveState>".
-const statusScript = `if [ -f "$2" ]; then read -r rc <"$2"; echo "exited $rc"; exit 0; fi
-st=$(systemctl show -p ActiveState --value "$1" 2>/dev/null) || st=
-echo "state ${st:-unknown}"`
+// unitStatus reads statusScript's line: the exit code once the unit has ended with one (exited),
+// else the unit's ActiveState.
+func unitStatus(unit, line string) (code int, exited bool, state string, err error) {
+	word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	switch word {
+	case "state":
+		return 0, false, rest, nil
+	case "exited":
+	default:
+		return 0, false, "", nil // not statusScript's: treated as a unit gone
+	}
+	code, err = strconv.Atoi(rest)
+	if err != nil {
+		return 0, false, "", fmt.Errorf("unit %s: exit code %q", unit, rest)
+	}
+	return code, true, "", nil
+}
 
 // Activate implements System. The unit's standard output and error go to the journal; their end is
 // in the result. When the SSH command fails for any reason but ctx (a dropped connection, a killed
@@ -286,40 +308,38 @@ func (s *SSHSystem) Activate(ctx context.Context, unit, toplevel string) (Activa
 	}
 	status := stateDir + "/" + unit + ".status"
 	var stdout bytes.Buffer
-	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(activateScript, unit, toplevel, status, switchScript),
+	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(activateScript, unit, status, toplevel, switchScript),
 		Stdout: &stdout, Step: "activate " + unit})
 	if ctx.Err() != nil {
 		act.Duration = time.Since(start)
 		return act, fmt.Errorf("activation %s: %w (it goes on in its unit on the node)", unit, ctx.Err())
 	}
+	code, exited := 0, false
 	if err == nil {
 		// The usual end: the command waited for the unit and brought its exit code and journal.
 		first, journal, _ := strings.Cut(stdout.String(), "\n")
-		if rest, ok := strings.CutPrefix(first, "exited "); ok {
-			code, cerr := strconv.Atoi(rest)
-			if cerr != nil {
-				return act, fmt.Errorf("unit %s: exit code %q", unit, rest)
-			}
-			act.Duration, act.Output, act.ExitCode = time.Since(start), lines(journal), code
-			if code != ExitOK {
-				return act, &ActivationError{Unit: unit, Code: code, Lines: act.Output}
-			}
-			return act, nil
+		var perr error
+		if code, exited, _, perr = unitStatus(unit, first); perr != nil {
+			return act, perr
 		}
+		act.Duration, act.Output = time.Since(start), lines(journal)
 	}
-	var ee *remote.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		act.Reconnected = true
-		s.logger.Warn("connection lost during the activation: reconnecting to poll its unit", "node", s.Name(), "unit", unit, "err", err)
-	}
-	code, werr := s.waitUnit(ctx, unit, status)
-	act.Duration = time.Since(start)
-	act.Output = s.journal(ctx, unit)
-	if werr != nil {
-		if err != nil {
-			werr = fmt.Errorf("%w (systemd-run: %w)", werr, err)
+	if !exited {
+		var ee *remote.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			act.Reconnected = true
+			s.logger.Warn("connection lost during the activation: reconnecting to poll its unit", "node", s.Name(), "unit", unit, "err", err)
 		}
-		return act, werr
+		var werr error
+		code, werr = s.waitUnit(ctx, unit, status)
+		act.Duration = time.Since(start)
+		act.Output = s.journal(ctx, unit)
+		if werr != nil {
+			if err != nil {
+				werr = fmt.Errorf("%w (systemd-run: %w)", werr, err)
+			}
+			return act, werr
+		}
 	}
 	act.ExitCode = code
 	if code != ExitOK {
@@ -340,15 +360,13 @@ func (s *SSHSystem) waitUnit(ctx context.Context, unit, status string) (int, err
 		switch {
 		case err == nil:
 			lastOK = time.Now()
-			word, rest, _ := strings.Cut(strings.TrimSpace(out), " ")
+			code, exited, state, err := unitStatus(unit, out)
 			switch {
-			case word == "exited":
-				code, err := strconv.Atoi(rest)
-				if err != nil {
-					return 0, fmt.Errorf("unit %s: exit code %q", unit, rest)
-				}
+			case err != nil:
+				return 0, err
+			case exited:
 				return code, nil
-			case word == "state" && (rest == "active" || rest == "activating" || rest == "deactivating" || rest == "reloading"):
+			case state == "active" || state == "activating" || state == "deactivating" || state == "reloading":
 				gone = 0
 			default:
 				// Ended without an exit code: look once more (its last write may be on its way).
