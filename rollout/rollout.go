@@ -226,7 +226,8 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, precopyLimit)
-	var first chan struct{} // closed when the first copy ended
+	firstDone := make(chan struct{}) // closed when the first copy ended
+	lead := true
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
 		sys := r.Systems[np.Node]
@@ -235,19 +236,16 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 		}
 		done := make(chan precopied, 1) // buffered: the copier never blocks on a switch that gave up
 		np.precopy = done
-		after := first
-		if first == nil {
-			first = make(chan struct{})
-		}
-		mine := first
+		first := lead
+		lead = false
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if after == nil {
-				defer close(mine)
+			if first {
+				defer close(firstDone)
 			} else {
 				select {
-				case <-after:
+				case <-firstDone:
 				case <-ctx.Done():
 					done <- precopied{err: ctx.Err()}
 					return
