@@ -135,8 +135,8 @@ func (r *Runner) WithLog(w io.Writer) *Runner {
 // flakeRef turns a directory into a flake reference. The root of a git work tree (a checkout
 // workspace) becomes git+file:, so the flake's self.rev is the commit and every generation names the
 // commit it came from (system.configurationRevision); any other directory becomes path:, so the flake
-// need not be a git repository and uncommitted files count. The path must not hold the characters a
-// flake URL gives a meaning to.
+// need not be a git repository and uncommitted files count. A shallow repository gets ?shallow=1. The
+// path must not hold the characters a flake URL gives a meaning to.
 func flakeRef(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -145,10 +145,17 @@ func flakeRef(dir string) (string, error) {
 	if strings.ContainsAny(abs, "#?% \t\n") {
 		return "", fmt.Errorf("flake directory %q: the path must not contain '#', '?', '%%' or blanks", abs)
 	}
-	if st, err := os.Stat(filepath.Join(abs, ".git")); err == nil && st.IsDir() {
-		return "git+file://" + abs, nil
+	st, err := os.Stat(filepath.Join(abs, ".git"))
+	if err != nil || !st.IsDir() {
+		return "path:" + abs, nil
 	}
-	return "path:" + abs, nil
+	// A workspace of a commit with parents holds that commit only and is marked shallow. Nix 2.8 refuses
+	// a shallow repository unless the reference says shallow=1 ("is a shallow Git repository, but a
+	// non-shallow repository is needed"); newer Nix accepts both forms. Nix leaves self.revCount unset.
+	if _, err := os.Stat(filepath.Join(abs, ".git", "shallow")); err == nil {
+		return "git+file://" + abs + "?shallow=1", nil
+	}
+	return "git+file://" + abs, nil
 }
 
 // flakeArgs are the pinned flags of every flake command, after the subcommand's own words.
