@@ -434,6 +434,10 @@ func (f *folder) configure(ev *events.Event, svc *Services, s serviceEvent) bool
 		ok = f.check(ev, "data.settings.jetstream.max_memory_store", checkSize(n.JetStream.MaxMemoryStore)) && ok
 		ok = f.check(ev, "data.settings.jetstream.max_file_store", checkSize(n.JetStream.MaxFileStore)) && ok
 		ldd, err1 := checkDuration(n.LameDuckDuration)
+		if err1 == nil && ldd < minLameDuckDuration {
+			// nats-server's own check (server/opts.go): "invalid lame_duck_duration of 20s, minimum is 30 seconds".
+			err1 = fmt.Errorf("%s is under %s: nats-server refuses it (invalid lame_duck_duration, minimum is 30 seconds)", n.LameDuckDuration, minLameDuckDuration)
+		}
 		ok = f.check(ev, "data.settings.lame_duck_duration", err1) && ok
 		grace, err2 := checkDuration(n.LameDuckGracePeriod)
 		ok = f.check(ev, "data.settings.lame_duck_grace_period", err2) && ok
@@ -583,6 +587,9 @@ func (f *folder) check(ev *events.Event, field string, err error) bool {
 	}
 	return true
 }
+
+// minLameDuckDuration is the shortest lame duck duration nats-server accepts.
+const minLameDuckDuration = 30 * time.Second
 
 var (
 	label        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

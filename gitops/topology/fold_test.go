@@ -194,6 +194,8 @@ func TestValidation(t *testing.T) {
 			[]string{`event 7`, `data.kind: service "prometheus-node-exporter" is not added`}},
 		{"service added twice", add(base, "ServiceAdded", `{"kind":"nats"}`), []string{`data.kind: service "nats" was already added by event 6`}},
 		{"lame duck grace not shorter", setNATS("lame_duck_grace_period", "5m"), []string{"must be shorter than lame_duck_duration"}},
+		{"lame duck duration under nats-server's minimum", setNATS("lame_duck_duration", "20s"),
+			[]string{`0007-service-configured-nats.json:`, `event 7 (`, `data.settings.lame_duck_duration: 20s is under 30s: nats-server refuses it`}},
 		{"bad duration", setNATS("lame_duck_duration", "soon"), []string{`data.settings.lame_duck_duration: "soon" is not a positive duration`}},
 		{"store dir not absolute", edit(t, base, 7, func(d map[string]any) {
 			d["settings"].(map[string]any)["jetstream"].(map[string]any)["store_dir"] = "var/lib/nats"
