@@ -33,6 +33,7 @@ func (r *Runner) FlakeCheck(ctx context.Context, flakeDir string, progress func(
 type Verdict struct {
 	Passed     bool      `json:"passed"`
 	LastLines  []string  `json:"last_lines,omitempty"` // of a failed check
+	Cause      string    `json:"cause,omitempty"`      // of a failed check: see Error.Cause
 	NixVersion string    `json:"nix_version"`
 	CheckedAt  time.Time `json:"checked_at"`
 }
@@ -90,7 +91,7 @@ func (r *Runner) FlakeCheckCached(ctx context.Context, cache CheckCache, commit,
 			return true, nil
 		case ok:
 			log.Debug("flake check cached: failed")
-			return true, &Error{Op: opFlakeCheck, ExitCode: -1, Kind: KindCheckFailed, LastLines: v.LastLines}
+			return true, &Error{Op: opFlakeCheck, ExitCode: -1, Kind: KindCheckFailed, LastLines: v.LastLines, Cause: v.Cause}
 		}
 	}
 	err = r.FlakeCheck(ctx, flakeDir, progress)
@@ -100,7 +101,7 @@ func (r *Runner) FlakeCheckCached(ctx context.Context, cache CheckCache, commit,
 		if !errors.As(err, &e) || e.Kind != KindCheckFailed {
 			return false, err
 		}
-		v.LastLines = e.LastLines
+		v.LastLines, v.Cause = e.LastLines, e.Cause
 	}
 	if cache != nil {
 		if perr := cache.Put(ctx, key, v); perr != nil {

@@ -54,7 +54,12 @@ type Error struct {
 	ExitCode  int      // nix's exit status; -1 if it was killed by a signal or never started
 	Kind      ErrorKind
 	LastLines []string // the last lines nix and the builders printed, ANSI colours removed
-	Err       error
+	// Cause is what went wrong in one line, from nix's first error: a failed builder's name and its last
+	// lines ("nats-conf failed: invalid lame_duck_duration of 20s, minimum is 30 seconds"), or an
+	// evaluation error's message with the file:line:column it names in the flake ("flake.nix:12:5:
+	// attribute 'x' missing"). Empty when nix printed no error it could be taken from.
+	Cause string
+	Err   error
 }
 
 // errorLines is how many of LastLines Error() shows.
@@ -68,6 +73,8 @@ func (e *Error) Error() string {
 	}
 	if e.Err != nil && (e.Kind == KindNotFound || e.Kind == KindTimeout || e.Kind == KindCanceled) {
 		fmt.Fprintf(&b, ": %v", e.Err)
+	} else if e.Cause != "" {
+		fmt.Fprintf(&b, ": %s", e.Cause)
 	}
 	lines := e.LastLines
 	if len(lines) > errorLines {

@@ -3,6 +3,7 @@ package nixrunner
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -71,6 +72,9 @@ type entry struct {
 	Type   int               `json:"type"`
 	Text   string            `json:"text"`
 	Msg    string            `json:"msg"`
+	File   string            `json:"file"`   // of an error's position, when nix knows it
+	Line   int               `json:"line"`   // of an error's position
+	Column int               `json:"column"` // of an error's position
 	Fields []json.RawMessage `json:"fields"`
 }
 
@@ -95,10 +99,12 @@ type logParser struct {
 	last        []string            // ring of the last lines, oldest first
 	firstError  string              // the first "error:" line
 	buildFailed bool
+	drvLog      map[string][]string // the last builder lines of each derivation built, by .drv path
+	cause       string              // what went wrong, in one line: see Error.Cause
 }
 
 func newLogParser(progress func(Progress)) *logParser {
-	return &logParser{progress: progress, acts: map[uint64]activity{}}
+	return &logParser{progress: progress, acts: map[uint64]activity{}, drvLog: map[string][]string{}}
 }
 
 // line handles one line of stderr, without its newline.
@@ -151,6 +157,9 @@ func (p *logParser) line(s string) {
 		if e.Level == 0 && buildFailure.MatchString(msg) {
 			p.buildFailed = true
 		}
+		if e.Level == 0 && p.cause == "" {
+			p.cause = p.causeOf(msg, e)
+		}
 		for l := range strings.SplitSeq(strings.TrimRight(msg, "\n"), "\n") {
 			p.remember(strings.TrimRight(l, " "))
 		}
@@ -166,7 +175,15 @@ func (p *logParser) result(e entry) {
 		}
 		l = stripANSI(strings.TrimRight(l, "\r\n"))
 		p.remember(l)
-		p.emit(l, p.acts[e.ID].drv)
+		drv := p.acts[e.ID].drv
+		if drv != "" && strings.TrimSpace(l) != "" {
+			log := p.drvLog[drv]
+			if len(log) == causeLines {
+				log = append(log[:0], log[1:]...)
+			}
+			p.drvLog[drv] = append(log, l)
+		}
+		p.emit(l, drv)
 	case resProgress:
 		if p.acts[e.ID].typ != actBuilds || len(e.Fields) < 4 {
 			return
@@ -209,6 +226,82 @@ func (p *logParser) remember(l string) {
 		p.last = p.last[:lastLinesCap-1]
 	}
 	p.last = append(p.last, l)
+}
+
+// causeLines is how many of a failed builder's last lines the cause quotes.
+const causeLines = 3
+
+var (
+	// failedDrv finds the derivation of a failed build: "builder for '/nix/store/…-x.drv' failed with exit
+	// code 1" (Nix 2.8 to 2.2x), "Cannot build '/nix/store/…-x.drv'." (2.2x and later).
+	failedDrv = regexp.MustCompile(`(?:builder for|Cannot build) '(/nix/store/[^']+\.drv)'`)
+	// quotedLog is a builder's line inside an error message: Nix prints the last lines of a failed build
+	// as "       > line" when they were not streamed as results.
+	quotedLog = regexp.MustCompile(`^\s*> ?(.*)$`)
+	// traceLocation is the first "at /nix/store/…-source/file.nix:12:5" of a trace.
+	traceLocation = regexp.MustCompile(`at (/nix/store/[0-9a-z]{32}-[^/\s:]+/([^\s:]+):\d+:\d+)`)
+)
+
+// causeOf turns one error message of nix into the one-line cause of the failure: for a failed builder,
+// the derivation's name and its last lines; for an evaluation error, the message and the file:line:column
+// it points at, relative to the flake's source. Messages that only follow from an earlier failure ("1
+// dependencies of derivation … failed to build") give none.
+func (p *logParser) causeOf(msg string, e entry) string {
+	first, rest, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+	first = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(first), "error:"))
+	if m := failedDrv.FindStringSubmatch(msg); m != nil {
+		lines := p.drvLog[m[1]]
+		if len(lines) == 0 {
+			for l := range strings.SplitSeq(rest, "\n") {
+				if q := quotedLog.FindStringSubmatch(l); q != nil && strings.TrimSpace(q[1]) != "" {
+					lines = append(lines, strings.TrimSpace(q[1]))
+				}
+			}
+			if len(lines) > causeLines {
+				lines = lines[len(lines)-causeLines:]
+			}
+		}
+		name := drvName(m[1])
+		if len(lines) == 0 {
+			return name + ": " + first
+		}
+		return name + " failed: " + strings.Join(lines, " | ")
+	}
+	if buildFailure.MatchString(first) || first == "" {
+		return ""
+	}
+	loc := ""
+	if e.File != "" && e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d:%d", sourcePath(e.File), e.Line, e.Column)
+	} else if m := traceLocation.FindStringSubmatch(rest); m != nil {
+		loc = m[2]
+		if i := strings.Index(m[1], m[2]); i >= 0 {
+			loc = sourcePath(m[1][:i]) + m[1][i:]
+		}
+	}
+	if loc == "" {
+		return first
+	}
+	return loc + ": " + first
+}
+
+// sourcePath makes a store path of a flake's source relative: "/nix/store/…-source/a/b.nix" is "a/b.nix".
+func sourcePath(path string) string {
+	if rest, ok := strings.CutPrefix(path, "/nix/store/"); ok {
+		if _, rel, ok := strings.Cut(rest, "/"); ok {
+			return rel
+		}
+	}
+	return path
+}
+
+// drvName is a derivation's name: "/nix/store/…-nats-conf.drv" is "nats-conf".
+func drvName(drv string) string {
+	base := strings.TrimSuffix(drv[strings.LastIndexByte(drv, '/')+1:], ".drv")
+	if _, name, ok := strings.Cut(base, "-"); ok {
+		return name
+	}
+	return base
 }
 
 // lastLines returns a copy of the remembered lines, oldest first. The first "error:" line, the one

@@ -19,6 +19,7 @@ type parsed struct {
 	Events      []Progress `json:"events"`
 	LastLines   []string   `json:"last_lines"`
 	BuildFailed bool       `json:"build_failed"`
+	Cause       string     `json:"cause"`
 	// The kinds classify gives a call that exited with status 1 after this stream.
 	KindBuild      string `json:"kind_build_exit_1"`
 	KindFlakeCheck string `json:"kind_flake_check_exit_1"`
@@ -56,7 +57,7 @@ func TestParserGolden(t *testing.T) {
 				}
 			}
 			w.flush()
-			got.LastLines, got.BuildFailed = p.lastLines(), p.buildFailed
+			got.LastLines, got.BuildFailed, got.Cause = p.lastLines(), p.buildFailed, p.cause
 			got.KindBuild = classify(opBuild, nil, 1, p.buildFailed).String()
 			got.KindFlakeCheck = classify(opFlakeCheck, nil, 1, p.buildFailed).String()
 			compareGolden(t, filepath.Join("testdata", name+".golden.json"), got)

@@ -232,7 +232,7 @@ func (r *Runner) run(ctx context.Context, op, bin string, args []string, progres
 		return stdout.Bytes(), nil
 	}
 
-	e := &Error{Op: op, Args: args, ExitCode: -1, LastLines: parser.lastLines(), Err: err}
+	e := &Error{Op: op, Args: args, ExitCode: -1, LastLines: parser.lastLines(), Cause: parser.cause, Err: err}
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
 		e.ExitCode = exitErr.ExitCode()

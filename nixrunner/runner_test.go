@@ -169,9 +169,10 @@ func TestBuildFailure(t *testing.T) {
 	t.Parallel()
 	r := newRunner(t, Config{})
 	dir, _ := writeFlake(t, `
-    packages.x86_64-linux.fail = mk "fail" "echo cimdeploy-build-boom; exit 3";`)
+    packages.x86_64-linux.fail = mk "fail" "echo one; echo two; echo three; echo cimdeploy-build-boom >&2; exit 3";
+    packages.x86_64-linux.top = mk "top" "echo ${self.packages.x86_64-linux.fail} > $out";`)
 	var rec recorder
-	_, err := r.Build(t.Context(), dir, []string{"packages.x86_64-linux.fail"}, rec.progress)
+	_, err := r.Build(t.Context(), dir, []string{"packages.x86_64-linux.top"}, rec.progress)
 	e := asError(t, err, KindBuild)
 	if !containsLine(e.LastLines, "cimdeploy-build-boom") || !containsLine(e.LastLines, "failed with exit code 3") {
 		t.Errorf("LastLines = %q, want the builder's line and nix's error", e.LastLines)
@@ -185,6 +186,13 @@ func TestBuildFailure(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "cimdeploy-build-boom") {
 		t.Errorf("Error() = %q does not show the last lines", err)
+	}
+	// The failing builder's own words, not the dependent's "1 dependencies ... failed to build".
+	if want := "fail failed: two | three | cimdeploy-build-boom"; e.Cause != want {
+		t.Errorf("Cause = %q, want %q", e.Cause, want)
+	}
+	if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.HasSuffix(first, ": fail failed: two | three | cimdeploy-build-boom") {
+		t.Errorf("the first line of Error() = %q does not end with the cause", first)
 	}
 	if last := rec.events[len(rec.events)-1]; last.Failed != 1 {
 		t.Errorf("last progress = %+v, want 1 failed", last)
@@ -206,6 +214,15 @@ func TestEvalError(t *testing.T) {
 	e = asError(t, err, KindEval)
 	if !containsLine(e.LastLines, "does not provide attribute") {
 		t.Errorf("LastLines = %q", e.LastLines)
+	}
+
+	// An evaluation error names the file, line and column it points at in the flake.
+	dir, _ = writeFlake(t, `
+    packages.x86_64-linux.missing = { a = 1; }.cimdeployMissing;`)
+	_, err = r.Build(t.Context(), dir, []string{"packages.x86_64-linux.missing"}, nil)
+	e = asError(t, err, KindEval)
+	if want := "flake.nix:13:37: attribute 'cimdeployMissing' missing"; e.Cause != want {
+		t.Errorf("Cause = %q, want %q", e.Cause, want)
 	}
 }
 

@@ -308,15 +308,17 @@ func printSummary(w io.Writer, res *pipeline.Result) {
 	for _, s := range res.Stages {
 		fmt.Fprintf(tw, "%s\t\t%s\t%s\t\t%s\n", s.Name, s.Status, s.Duration.Round(time.Millisecond), trim(firstLine(s.Error), 70))
 		for _, st := range s.Steps {
-			detail := st.Note
+			detail := trim(st.Note, 70)
 			if st.Error != "" {
-				detail = firstLine(st.Error)
+				// The end of the first line is the cause (a builder's own message, an evaluation error's
+				// file:line): keep it whole where it fits.
+				detail = trim(firstLine(st.Error), 100)
 			}
 			exit := ""
 			if st.ExitCode != 0 {
 				exit = fmt.Sprint(st.ExitCode)
 			}
-			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s\n", st.Node, st.Status, st.Duration.Round(time.Millisecond), exit, trim(detail, 70))
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s\n", st.Node, st.Status, st.Duration.Round(time.Millisecond), exit, detail)
 		}
 	}
 	tw.Flush()

@@ -64,9 +64,11 @@ func TestSummaryShowsFailedStepsLastLines(t *testing.T) {
 		Stages: []pipeline.StageResult{{Name: "build", Status: pipeline.StatusFailed, Steps: []pipeline.StepResult{
 			{Node: "nats-1", Status: pipeline.StatusSuccess, Note: "cached"},
 			{Node: "nats-2", Status: pipeline.StatusFailed, ExitCode: 100, Error: "build nats-2: failed", LastLines: []string{"error: builder failed"}},
+			{Node: "nats-3", Status: pipeline.StatusFailed, ExitCode: 1, Error: "build nats-3: nix build: build failed (exit status 1): nats-conf failed: invalid lame_duck_duration of 20s, minimum is 30 seconds\n  error: builder for …"},
 		}}}})
 	got := out.String()
-	for _, want := range []string{"STAGE", "nats-1  success", "cached", "100", "run r1 failed", "build nats-2, last lines:\n  error: builder failed"} {
+	for _, want := range []string{"STAGE", "nats-1  success", "cached", "100", "run r1 failed", "build nats-2, last lines:\n  error: builder failed",
+		"nats-3  failed", "nats-conf failed: invalid lame_duck_duration of 20s, minimum is 30 seconds\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("summary lacks %q:\n%s", want, got)
 		}
