@@ -52,6 +52,9 @@ const (
 type Cache struct {
 	Dir    string       // required
 	Logger *slog.Logger // nil discards
+	// Limits bound a commit's tree; a tree over them, or one whose symlinks leave it, is refused
+	// before anything is written (see checkTree).
+	Limits Limits
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // per cache key, a one-slot semaphore
@@ -117,7 +120,9 @@ func (c *Cache) Resolve(ctx context.Context, src Source, rev string) (string, er
 // rev is a full commit id, a branch name or a full ref name (see ValidateRev). A ref is fetched by
 // name. A commit id is fetched by the ref whose tip it is, else by id where the remote allows it,
 // else by fetching all branches and tags with full history; one not found is an error wrapping
-// ErrNotFound. The workspace always holds the complete tree of the commit.
+// ErrNotFound. The workspace always holds the complete tree of the commit, and only it: a tree that
+// could reach outside the workspace (a symlink leaving it) or is over c.Limits is refused with an
+// error wrapping ErrUnsafeTree that names the path; submodules are not fetched.
 func (c *Cache) Checkout(ctx context.Context, src Source, rev string, parent string) (*Workspace, error) {
 	ep, err := src.endpoint()
 	if err != nil {
@@ -156,6 +161,9 @@ func (c *Cache) Checkout(ctx context.Context, src Source, rev string, parent str
 	commit, err := object.GetCommit(repo.Storer, h)
 	if err != nil {
 		return nil, fmt.Errorf("checkout: read commit %s of %s: %w", h, src.URL, err)
+	}
+	if err := checkTree(ctx, repo.Storer, commit, c.Limits); err != nil {
+		return nil, fmt.Errorf("%w (commit %s)", err, commit.Hash)
 	}
 	ws, err := newWorkspace(ctx, repo.Storer, commit, r.ref, parent)
 	if err != nil {
