@@ -110,9 +110,11 @@ func checkTree(ctx context.Context, s storer.EncodedObjectStorer, commit *object
 }
 
 type treeWalk struct {
-	ctx     context.Context
-	s       storer.EncodedObjectStorer
-	sizer   interface{ EncodedObjectSize(plumbing.Hash) (int64, error) }
+	ctx   context.Context
+	s     storer.EncodedObjectStorer
+	sizer interface {
+		EncodedObjectSize(plumbing.Hash) (int64, error)
+	}
 	lim     Limits
 	entries int
 	total   int64
