@@ -163,7 +163,7 @@ func (c *Cache) Checkout(ctx context.Context, src Source, rev string, parent str
 		return nil, fmt.Errorf("checkout: read commit %s of %s: %w", h, src.URL, err)
 	}
 	if err := checkTree(ctx, repo.Storer, commit, c.Limits); err != nil {
-		return nil, fmt.Errorf("%w (commit %s)", err, commit.Hash)
+		return nil, err
 	}
 	ws, err := newWorkspace(ctx, repo.Storer, commit, r.ref, parent)
 	if err != nil {

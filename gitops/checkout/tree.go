@@ -239,7 +239,7 @@ func (w *treeWalk) linkTarget(h plumbing.Hash, p string) (string, error) {
 // the tree is allowed when it stays inside (a dangling link reaches nothing).
 func (w *treeWalk) resolve(p string) error {
 	refuse := func(why string) error {
-		return &TreeError{Path: p, Reason: fmt.Sprintf("symlink to %s %s; the workspace holds only what the commit's tree holds", quotePath(w.links[p]), why)}
+		return &TreeError{Path: p, Reason: fmt.Sprintf("symlink to %s %s", quotePath(w.links[p]), why)}
 	}
 	hops := 0
 	// pending is the components still to walk, resolved is where the walk stands (inside the tree).
