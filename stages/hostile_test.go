@@ -190,7 +190,9 @@ func commitTree(t *testing.T, files map[string]entry) (string, bool) {
 		}
 		d.files[last] = e
 	}
-	put := func(o interface{ Encode(plumbing.EncodedObject) error }) plumbing.Hash {
+	put := func(o interface {
+		Encode(plumbing.EncodedObject) error
+	}) plumbing.Hash {
 		obj := s.NewEncodedObject()
 		if err := o.Encode(obj); err != nil {
 			t.Fatal(err)
