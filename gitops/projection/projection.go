@@ -167,14 +167,22 @@ func renderModule(t *topology.Topology) (string, error) {
 			nixexpr.Bind("manageNetwork", nixexpr.Bool(true)),
 		}),
 		nixexpr.Blank,
+		// manageNetwork: the module configures networkd itself, so NixOS' proxmox-lxc.nix leaves
+		// useHostResolvConf to container-config.nix (mkDefault true), which resolved.nix (enabled by
+		// networkd) rejects: "Using host resolv.conf is not supported with systemd-resolved". The
+		// network's DNS servers reach the node through networkd and resolved, as proxmox-lxc.nix
+		// arranges when Proxmox manages the network.
 		nixexpr.Bind("networking", nixexpr.Set{
 			nixexpr.Bind("useDHCP", nixexpr.Bool(false)),
 			nixexpr.Bind("useNetworkd", nixexpr.Bool(true)),
+			nixexpr.Bind("useHostResolvConf", nixexpr.Bool(false)),
 			nixexpr.Bind("firewall", nixexpr.Set{
 				nixexpr.Bind("enable", nixexpr.Bool(true)),
 				nixexpr.Bind("allowedTCPPorts", ports),
 			}),
 		}),
+		nixexpr.Blank,
+		nixexpr.Bind("services.resolved.enable", nixexpr.Bool(true)),
 		nixexpr.Blank,
 		nixexpr.Bind("systemd.network", nixexpr.Set{
 			nixexpr.Bind("enable", nixexpr.Bool(true)),

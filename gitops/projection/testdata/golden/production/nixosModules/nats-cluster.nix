@@ -56,11 +56,14 @@ in
   networking = {
     useDHCP = false;
     useNetworkd = true;
+    useHostResolvConf = false;
     firewall = {
       enable = true;
       allowedTCPPorts = [ 4222 6222 7777 8222 9100 ];
     };
   };
+
+  services.resolved.enable = true;
 
   systemd.network = {
     enable = true;
