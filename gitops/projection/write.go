@@ -51,6 +51,9 @@ type staged struct {
 // Write never goes through a link: a destination, or a directory on its way, that is a symlink or a
 // special file is refused with an error wrapping ErrUnsafePath that names it, and nothing is written.
 func Write(dir string, files []File) (changed []string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
 	if err := Recover(dir); err != nil {
 		return nil, err
 	}

@@ -128,7 +128,7 @@ func TestWriteNeverGoesThroughALink(t *testing.T) {
 
 func TestWriteIsOneSet(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "new") // made by Write
 	if _, err := Write(dir, set("v1")); err != nil {
 		t.Fatal(err)
 	}
