@@ -1,12 +1,29 @@
 package events_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 )
+
+// tree writes files (slash-separated names relative to the directory) into a new directory.
+func tree(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
 
 func env(seq, id, typ string) string {
 	return `{"event_id":"` + id + `","aggregate_id":"cim","sequence":` + seq +
@@ -15,7 +32,7 @@ func env(seq, id, typ string) string {
 
 func TestLoadFixtures(t *testing.T) {
 	t.Parallel()
-	evs, problems := events.Load("../../fixtures/events")
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -34,12 +51,12 @@ func TestLoadFixtures(t *testing.T) {
 
 func TestLoadNDJSONAndFilesMix(t *testing.T) {
 	t.Parallel()
-	fsys := fstest.MapFS{
-		"0001.json":      {Data: []byte(env("1", "a", "DomainCreated"))},
-		"log/2-3.ndjson": {Data: []byte(env("2", "b", "NodeAdded") + "\n\n" + env("3", "c", "NodeAdded") + "\n")},
-		"README.md":      {Data: []byte("not an event")},
-	}
-	evs, problems := events.LoadFS(fsys, ".")
+	dir := tree(t, map[string]string{
+		"0001.json":      env("1", "a", "DomainCreated"),
+		"log/2-3.ndjson": env("2", "b", "NodeAdded") + "\n\n" + env("3", "c", "NodeAdded") + "\n",
+		"README.md":      "not an event",
+	})
+	evs, problems := events.Load(t.Context(), dir)
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -134,7 +151,7 @@ func TestProblems(t *testing.T) {
 		{
 			name:  "trailing content",
 			files: map[string]string{"0001.json": env("1", "a", "DomainCreated") + " {}"},
-			want:  []string{"unexpected content after the event object"},
+			want:  []string{"0001.json:1:166: unexpected content after the JSON value"},
 		},
 		{
 			name:  "no files",
@@ -154,11 +171,7 @@ func TestProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			fsys := fstest.MapFS{}
-			for name, data := range tt.files {
-				fsys[name] = &fstest.MapFile{Data: []byte(data)}
-			}
-			_, problems := events.LoadFS(fsys, ".")
+			_, problems := events.Load(t.Context(), tree(t, tt.files))
 			if len(problems) == 0 {
 				t.Fatalf("no problems, want %q", tt.want)
 			}

@@ -14,7 +14,7 @@ import (
 
 func fixtures(t testing.TB) []events.Event {
 	t.Helper()
-	evs, problems := events.Load("../../fixtures/events")
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
