@@ -320,7 +320,7 @@ func decodeError(err error, data []byte) *DecodeError {
 	var tpe *time.ParseError
 	switch {
 	case errors.As(err, &typ):
-		return &DecodeError{Path: typ.Field, Offset: typ.Offset, Message: fmt.Sprintf("%s where %s is expected", bounded(typ.Value), typ.Type), Err: err}
+		return &DecodeError{Path: typ.Field, Offset: typ.Offset, Message: fmt.Sprintf("%s where %s is expected", boundedTo(typ.Value, ExcerptMax), typ.Type), Err: err}
 	case errors.As(err, &syn):
 		return &DecodeError{Offset: max(syn.Offset-1, 0), Message: "bad JSON: " + syn.Error(), Err: err}
 	case errors.As(err, &tpe):
@@ -330,8 +330,10 @@ func decodeError(err error, data []byte) *DecodeError {
 }
 
 // bounded shortens a message from a library that may hold a value of the input.
-func bounded(s string) string {
-	const limit = 4 * ExcerptMax
+func bounded(s string) string { return boundedTo(s, 4*ExcerptMax) }
+
+// boundedTo cuts s to at most limit bytes (at a character boundary) and says how long it was.
+func boundedTo(s string, limit int) string {
 	if len(s) <= limit {
 		return s
 	}

@@ -74,6 +74,13 @@ type Problem struct {
 	Err      error // the cause, when the problem is not the events' own (a read error, ctx.Err())
 }
 
+// A problem's field and message are short by construction (values are quoted with Excerpt); these
+// bounds make sure of it.
+const (
+	maxField   = 256
+	maxMessage = 1024
+)
+
 func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.Source.String())
@@ -92,9 +99,9 @@ func (p Problem) String() string {
 		b.WriteString(": ")
 	}
 	if p.Field != "" {
-		b.WriteString(p.Field + ": ")
+		b.WriteString(boundedTo(p.Field, maxField) + ": ")
 	}
-	b.WriteString(p.Message)
+	b.WriteString(boundedTo(p.Message, maxMessage))
 	return b.String()
 }
 

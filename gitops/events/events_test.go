@@ -153,6 +153,57 @@ func TestProblems(t *testing.T) {
 			files: map[string]string{"0001.json": env("1", "a", "DomainCreated") + " {}"},
 			want:  []string{"0001.json:1:166: unexpected content after the JSON value"},
 		},
+		// Strictness beyond encoding/json (docs/events.md, Validation).
+		{
+			name:  "invalid UTF-8 names line, column and byte offset",
+			files: map[string]string{"0001.json": "{\n  \"event_id\": \"a\xffb\"\n}"},
+			want:  []string{"0001.json:2:17: invalid UTF-8: byte 0xff at byte offset 18"},
+		},
+		{
+			name:  "invalid UTF-8 in NDJSON refuses the file",
+			files: map[string]string{"log.ndjson": env("1", "a", "DomainCreated") + "\n" + strings.Replace(env("2", "b", "NodeAdded"), `"c"`, "\"\xc3\x28\"", 1) + "\n"},
+			want:  []string{"log.ndjson:2:", "invalid UTF-8: byte 0xc3"},
+		},
+		{
+			name:  "lone surrogate escape",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"name":"\ud800"}`, 1)},
+			want:  []string{"data.name: a \\u escape is a lone UTF-16 surrogate"},
+		},
+		{
+			name:  "key in another case",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"event_type"`, `"Event_Type"`, 1)},
+			want:  []string{`0001.json:1:`, `Event_Type: unknown field "Event_Type" (keys are matched exactly: the field is "event_type")`},
+		},
+		{
+			name:  "duplicate key",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"sequence":1`, `"sequence":1,"sequence":2`, 1)},
+			want:  []string{`sequence: duplicate key "sequence"`},
+		},
+		{
+			name:  "duplicate key nested in data",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"nodes":[{"name":"x"},{"proxmox":{"vmid":1,"vmid":2}}]}`, 1)},
+			want:  []string{`data.nodes[1].proxmox.vmid: duplicate key "vmid"`},
+		},
+		{
+			name:  "nesting too deep",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"a":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`, 1)},
+			want:  []string{"nested more than 32 levels deep"},
+		},
+		{
+			name:  "event id not an identifier",
+			files: map[string]string{"0001.json": env("1", "a b", "DomainCreated")},
+			want:  []string{`0001.json:1: event 1: event_id: "a b" is not an identifier`},
+		},
+		{
+			name:  "aggregate id too long",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"aggregate_id":"cim"`, `"aggregate_id":"`+strings.Repeat("c", 129)+`"`, 1)},
+			want:  []string{`aggregate_id: "cccc`, `(129 bytes) is longer than 128 bytes`},
+		},
+		{
+			name:  "timestamp not RFC 3339",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"2025-11-20T10:00:00Z"`, `"yesterday"`, 1)},
+			want:  []string{`timestamp: "yesterday" is not an RFC 3339 time`},
+		},
 		{
 			name:  "no files",
 			files: map[string]string{"notes.txt": "x"},
@@ -182,5 +233,36 @@ func TestProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGiantValuesStayShort: a value of hundreds of kilobytes appears in a problem as its start and its
+// length, never whole.
+func TestGiantValuesStayShort(t *testing.T) {
+	t.Parallel()
+	giant := strings.Repeat("a", 700<<10)
+	for name, data := range map[string]string{
+		"event id":      env("1", giant, "DomainCreated"),
+		"event type":    env("1", "a", giant),
+		"key":           strings.Replace(env("1", "a", "DomainCreated"), `"data"`, `"`+giant+`":1,"data"`, 1),
+		"timestamp":     strings.Replace(env("1", "a", "DomainCreated"), `"2025-11-20T10:00:00Z"`, `"`+giant+`"`, 1),
+		"number":        strings.Replace(env("1", "a", "DomainCreated"), `"sequence":1`, `"sequence":`+strings.Repeat("9", 700<<10), 1),
+		"deep key path": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":`+strings.Repeat(`{"`+strings.Repeat("k", 200)+`":`, 25)+`{"x":1,"x":1}`+strings.Repeat("}", 25), 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, problems := events.Parse("0001.json", []byte(data))
+			if len(problems) == 0 {
+				t.Fatal("no problem")
+			}
+			for _, p := range problems {
+				if s := p.String(); len(s) > 1500 {
+					t.Errorf("a problem of %d bytes: %.300s…", len(s), s)
+				}
+			}
+		})
+	}
+	if got := events.Excerpt(giant); got != `"`+strings.Repeat("a", events.ExcerptMax)+`…" (716800 bytes)` {
+		t.Errorf("Excerpt = %s", got)
 	}
 }
