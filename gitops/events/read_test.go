@@ -36,9 +36,11 @@ func TestLoadRefusesWhatItMustNotRead(t *testing.T) {
 			want: []string{"0002.json: a symbolic link"},
 		},
 		{
-			name:  "event file linked relatively out of the directory",
-			setup: func(t *testing.T, dir string) { symlink(t, "../../../../../../../../etc/passwd", filepath.Join(dir, "0002.json")) },
-			want:  []string{"0002.json: a symbolic link"},
+			name: "event file linked relatively out of the directory",
+			setup: func(t *testing.T, dir string) {
+				symlink(t, "../../../../../../../../etc/passwd", filepath.Join(dir, "0002.json"))
+			},
+			want: []string{"0002.json: a symbolic link"},
 		},
 		{
 			name:  "event file linked to /dev/zero",
@@ -83,14 +85,18 @@ func TestLoadRefusesWhatItMustNotRead(t *testing.T) {
 			want: []string{"s.json: not a regular file (a socket)"},
 		},
 		{
-			name:  "directory where an event file is expected",
-			setup: func(t *testing.T, dir string) { write(t, filepath.Join(dir, "0002.json", "0003.json"), env("2", "b", "NodeAdded")) },
-			want:  []string{"0002.json: a directory where an event file is expected"},
+			name: "directory where an event file is expected",
+			setup: func(t *testing.T, dir string) {
+				write(t, filepath.Join(dir, "0002.json", "0003.json"), env("2", "b", "NodeAdded"))
+			},
+			want: []string{"0002.json: a directory where an event file is expected"},
 		},
 		{
-			name:  "file over the limit",
-			setup: func(t *testing.T, dir string) { write(t, filepath.Join(dir, "0002.ndjson"), strings.Repeat(" ", events.MaxFileSize+1)) },
-			want:  []string{"0002.ndjson: larger than 1 MiB (a limit of cimdeploy for one event file)"},
+			name: "file over the limit",
+			setup: func(t *testing.T, dir string) {
+				write(t, filepath.Join(dir, "0002.ndjson"), strings.Repeat(" ", events.MaxFileSize+1))
+			},
+			want: []string{"0002.ndjson: larger than 1 MiB (a limit of cimdeploy for one event file)"},
 		},
 		{
 			name:   "file over a lower limit",
