@@ -52,42 +52,61 @@ func Decode(data []byte, v any) error {
 	if i := invalidUTF8(data); i >= 0 {
 		return &DecodeError{Offset: int64(i), Message: fmt.Sprintf("invalid UTF-8: byte 0x%02x at offset %d", data[i], i)}
 	}
-	w := &walker{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
-	w.dec.UseNumber()
-	if err := w.value(reflect.TypeOf(v), "", 0); err != nil {
+	if !json.Valid(data) {
+		return syntaxError(data, v)
+	}
+	w := &walker{data: data}
+	w.space()
+	if err := w.value(reflect.TypeOf(v), nil, 0); err != nil {
 		return err
 	}
-	off := w.dec.InputOffset()
-	if _, err := w.dec.Token(); err != io.EOF {
-		return &DecodeError{Offset: skipSpace(data, off), Message: "unexpected content after the JSON value"}
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// The walker has refused unknown fields (exactly); what is left are values of the wrong type.
+	if err := json.Unmarshal(data, v); err != nil {
 		return decodeError(err, data)
 	}
 	return nil
 }
 
-// invalidUTF8 is the offset of the first byte that is not UTF-8, or -1.
-func invalidUTF8(data []byte) int {
-	if utf8.Valid(data) {
-		return -1
+// syntaxError explains why data is not one JSON value.
+func syntaxError(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	err := dec.Decode(v)
+	var syn *json.SyntaxError
+	switch {
+	case err == nil:
+		return &DecodeError{Offset: skipSpace(data, dec.InputOffset()), Message: "unexpected content after the JSON value"}
+	case errors.Is(err, io.EOF):
+		return &DecodeError{Message: "empty", Err: err}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &DecodeError{Offset: int64(len(data)), Message: "bad JSON: unexpected end of input", Err: err}
+	case errors.As(err, &syn):
+		return &DecodeError{Offset: max(syn.Offset-1, 0), Message: "bad JSON: " + bounded(syn.Error()), Err: err}
 	}
-	for i := 0; i < len(data); {
-		r, n := utf8.DecodeRune(data[i:])
-		if r == utf8.RuneError && n <= 1 {
-			return i
-		}
-		i += n
-	}
-	return -1
+	return &DecodeError{Message: "bad JSON: " + bounded(err.Error()), Err: err}
 }
 
-// walker walks a JSON value token by token alongside the Go type it decodes into.
+// walker walks a JSON value that json.Valid accepts, alongside the Go type it decodes into. It
+// allocates little: paths are built only for an error.
 type walker struct {
 	data []byte
-	dec  *json.Decoder
+	i    int
+}
+
+// pathElem is one step of the path to a value: a key, or an index when key is nil.
+type pathElem struct {
+	parent *pathElem
+	key    []byte
+	index  int
+}
+
+func (p *pathElem) String() string {
+	if p == nil {
+		return ""
+	}
+	if p.key == nil {
+		return fmt.Sprintf("%s[%d]", p.parent, p.index)
+	}
+	return join(p.parent.String(), unquote(p.key))
 }
 
 var (
@@ -108,49 +127,89 @@ func opaque(t reflect.Type) bool {
 	return t.Implements(unmarshalerType) || t.Implements(textUnmarshalerType)
 }
 
-func (w *walker) value(t reflect.Type, path string, depth int) error {
+func (w *walker) space() {
+	for w.i < len(w.data) {
+		switch w.data[w.i] {
+		case ' ', '\t', '\r', '\n':
+			w.i++
+		default:
+			return
+		}
+	}
+}
+
+// str skips the string at w.i and returns its raw text, quotes included.
+func (w *walker) str() []byte {
+	start := w.i
+	w.i++
+	for w.data[w.i] != '"' {
+		if w.data[w.i] == '\\' {
+			w.i++
+		}
+		w.i++
+	}
+	w.i++
+	return w.data[start:w.i]
+}
+
+func (w *walker) value(t reflect.Type, path *pathElem, depth int) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	start := w.dec.InputOffset()
-	tok, err := w.dec.Token()
-	if err != nil {
-		return w.tokenError(err, path, start)
-	}
-	switch tok := tok.(type) {
-	case json.Delim:
+	start := w.i
+	switch w.data[w.i] {
+	case '{', '[':
 		if depth >= MaxDepth {
-			return &DecodeError{Path: path, Offset: skipSpace(w.data, start), Message: fmt.Sprintf("nested more than %d levels deep", MaxDepth)}
+			return &DecodeError{Path: path.String(), Offset: int64(start), Message: fmt.Sprintf("nested more than %d levels deep", MaxDepth)}
 		}
-		if tok == '{' {
+		if w.data[w.i] == '{' {
 			return w.object(t, path, depth+1)
 		}
 		var elem reflect.Type
 		if t != nil && !opaque(t) && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 			elem = t.Elem()
 		}
-		for i := 0; w.dec.More(); i++ {
-			if err := w.value(elem, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+		w.i++
+		w.space()
+		for i := 0; w.data[w.i] != ']'; i++ {
+			if err := w.value(elem, &pathElem{parent: path, index: i}, depth+1); err != nil {
 				return err
 			}
-		}
-		_, err := w.dec.Token() // ]
-		return w.tokenError(err, path, w.dec.InputOffset())
-	case string:
-		if t == timeType {
-			// encoding/json's error for a time names neither the field nor a bounded value.
-			if _, err := time.Parse(time.RFC3339, tok); err != nil {
-				return &DecodeError{Path: path, Offset: skipSpace(w.data, start), Message: fmt.Sprintf("%s is not an RFC 3339 time such as 2025-11-20T10:00:00Z", Excerpt(tok))}
+			w.space()
+			if w.data[w.i] == ',' {
+				w.i++
+				w.space()
 			}
 		}
-		if i := loneSurrogate(w.data[start:w.dec.InputOffset()]); i >= 0 {
-			return &DecodeError{Path: path, Offset: start + int64(i), Message: "a \\u escape is a lone UTF-16 surrogate, not a character"}
+		w.i++
+	case '"':
+		raw := w.str()
+		if i := loneSurrogate(raw); i >= 0 {
+			return &DecodeError{Path: path.String(), Offset: int64(start + i), Message: "a \\u escape is a lone UTF-16 surrogate, not a character"}
+		}
+		if t == timeType {
+			// encoding/json's error for a time names neither the field nor a bounded value.
+			if s := unquote(raw); !validTime(s) {
+				return &DecodeError{Path: path.String(), Offset: int64(start), Message: fmt.Sprintf("%s is not an RFC 3339 time such as 2025-11-20T10:00:00Z", Excerpt(s))}
+			}
+		}
+	default: // number, true, false, null
+		for w.i < len(w.data) && !strings.ContainsRune(" \t\r\n,]}", rune(w.data[w.i])) {
+			w.i++
 		}
 	}
 	return nil
 }
 
-func (w *walker) object(t reflect.Type, path string, depth int) error {
+func validTime(s string) bool {
+	_, err := time.Parse(time.RFC3339, s)
+	return err == nil
+}
+
+// smallObject is how many keys an object may have before duplicates are found with a map.
+const smallObject = 16
+
+func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
 	var fields map[string]reflect.Type
 	var elem reflect.Type
 	switch {
@@ -160,60 +219,81 @@ func (w *walker) object(t reflect.Type, path string, depth int) error {
 	case t.Kind() == reflect.Map:
 		elem = t.Elem()
 	}
-	seen := map[string]bool{}
-	for w.dec.More() {
-		start := w.dec.InputOffset()
-		tok, err := w.dec.Token()
-		if err != nil {
-			return w.tokenError(err, path, start)
+	var keys [][]byte // the unquoted keys so far, while the object is small
+	var seen map[string]bool
+	w.i++ // {
+	w.space()
+	for w.data[w.i] != '}' {
+		keyOff := w.i
+		raw := w.str()
+		if i := loneSurrogate(raw); i >= 0 {
+			return &DecodeError{Path: path.String(), Offset: int64(keyOff + i), Message: "a \\u escape in a key is a lone UTF-16 surrogate, not a character"}
 		}
-		key := tok.(string) // More and Token guarantee a key here
-		keyOff := start + int64(bytes.IndexByte(w.data[start:w.dec.InputOffset()], '"'))
-		field := join(path, key)
-		if i := loneSurrogate(w.data[start:w.dec.InputOffset()]); i >= 0 {
-			return &DecodeError{Path: path, Offset: start + int64(i), Message: "a \\u escape in a key is a lone UTF-16 surrogate, not a character"}
+		key := raw[1 : len(raw)-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			key = []byte(unquote(raw))
 		}
-		if seen[key] {
-			return &DecodeError{Path: field, Offset: keyOff, Message: fmt.Sprintf("duplicate key %s: an object holds each key once", Excerpt(key))}
+		elemPath := &pathElem{parent: path, key: raw}
+		dup := false
+		if seen == nil && len(keys) < smallObject {
+			for _, k := range keys {
+				dup = dup || bytes.Equal(k, key)
+			}
+			keys = append(keys, key)
+		} else {
+			if seen == nil {
+				seen = make(map[string]bool, 2*smallObject)
+				for _, k := range keys {
+					seen[string(k)] = true
+				}
+			}
+			dup = seen[string(key)]
+			seen[string(key)] = true
 		}
-		seen[key] = true
+		if dup {
+			return &DecodeError{Path: elemPath.String(), Offset: int64(keyOff), Message: fmt.Sprintf("duplicate key %s: an object holds each key once", Excerpt(string(key)))}
+		}
 		vt := elem
 		if fields != nil {
-			ft, ok := fields[key]
+			ft, ok := fields[string(key)]
 			if !ok {
-				msg := fmt.Sprintf("unknown field %s", Excerpt(key))
+				msg := fmt.Sprintf("unknown field %s", Excerpt(string(key)))
 				for name := range fields {
-					if strings.EqualFold(name, key) {
+					if strings.EqualFold(name, string(key)) {
 						msg += fmt.Sprintf(" (keys are matched exactly: the field is %q)", name)
 						break
 					}
 				}
-				return &DecodeError{Path: field, Offset: keyOff, Message: msg}
+				return &DecodeError{Path: elemPath.String(), Offset: int64(keyOff), Message: msg}
 			}
 			vt = ft
 		}
-		if err := w.value(vt, field, depth); err != nil {
+		w.space()
+		w.i++ // :
+		w.space()
+		if err := w.value(vt, elemPath, depth); err != nil {
 			return err
 		}
+		w.space()
+		if w.data[w.i] == ',' {
+			w.i++
+			w.space()
+		}
 	}
-	_, err := w.dec.Token() // }
-	return w.tokenError(err, path, w.dec.InputOffset())
+	w.i++ // }
+	return nil
 }
 
-func (w *walker) tokenError(err error, path string, off int64) error {
-	if err == nil {
-		return nil
+// unquote is the string the JSON string literal raw stands for.
+func unquote(raw []byte) string {
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1])
 	}
-	var syn *json.SyntaxError
-	switch {
-	case errors.As(err, &syn): // Token's offsets are those of the offending byte
-		return &DecodeError{Offset: syn.Offset, Message: "bad JSON: " + syn.Error(), Err: err}
-	case errors.Is(err, io.EOF) && off == 0:
-		return &DecodeError{Message: "empty", Err: err}
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return &DecodeError{Offset: int64(len(w.data)), Message: "bad JSON: unexpected end of input", Err: io.ErrUnexpectedEOF}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return string(raw)
 	}
-	return &DecodeError{Path: path, Offset: off, Message: "bad JSON: " + bounded(err.Error()), Err: err}
+	return s
 }
 
 // join appends key to path; keys that are not plain are quoted (and shortened).
@@ -342,4 +422,19 @@ func boundedTo(s string, limit int) string {
 		cut--
 	}
 	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
+}
+
+// invalidUTF8 is the offset of the first byte that is not UTF-8, or -1.
+func invalidUTF8(data []byte) int {
+	if utf8.Valid(data) {
+		return -1
+	}
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }

@@ -311,7 +311,7 @@ func Order(evs []Event) ([]Event, Problems) {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Sequence < sorted[j].Sequence })
 
 	ids := make(map[string]*Event, len(sorted))
-	out := sorted[:0:0]
+	out := make([]Event, 0, len(sorted))
 	var prev *Event
 	for i := range sorted {
 		ev := &sorted[i]

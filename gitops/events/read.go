@@ -105,8 +105,9 @@ func (l Limits) load(ctx context.Context, dir string) ([]Event, Problems) {
 	if len(files) == 0 {
 		return nil, Problems{{Message: "no event files (*.json, *.ndjson, *.jsonl)"}}
 	}
-	var all []Event
+	var parsed [][]Event
 	var total int64
+	count := 0
 	for _, name := range files {
 		if err := ctx.Err(); err != nil {
 			return nil, append(problems, Problem{Source: Source{File: name}, Message: "reading the events: " + err.Error(), Err: err})
@@ -125,8 +126,13 @@ func (l Limits) load(ctx context.Context, dir string) ([]Event, Problems) {
 		}
 		total += int64(len(data))
 		evs, ps := Parse(name, data)
-		all = append(all, evs...)
+		parsed = append(parsed, evs)
+		count += len(evs)
 		problems = append(problems, ps...)
+	}
+	all := make([]Event, 0, count)
+	for _, evs := range parsed {
+		all = append(all, evs...)
 	}
 	sorted, ps := Order(all)
 	// Events of unknown types keep their place in the order checks, then leave: their problem is reported.
