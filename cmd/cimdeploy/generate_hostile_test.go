@@ -28,9 +28,11 @@ func TestGenerateRefusesHostileEvents(t *testing.T) {
 			want:  "0010.ndjson: a symbolic link",
 		},
 		{
-			name:  "event file linked out of the directory",
-			setup: func(t *testing.T, dir string) { mustSymlink(t, "../../../../../../../etc/hostname", filepath.Join(dir, "0010.json")) },
-			want:  "0010.json: a symbolic link",
+			name: "event file linked out of the directory",
+			setup: func(t *testing.T, dir string) {
+				mustSymlink(t, "../../../../../../../etc/hostname", filepath.Join(dir, "0010.json"))
+			},
+			want: "0010.json: a symbolic link",
 		},
 		{
 			name: "FIFO",
