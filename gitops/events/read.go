@@ -232,11 +232,12 @@ func openError(path string, err error, what string) error {
 		return fmt.Errorf("a symbolic link where the events %s is expected (links are not followed): %w", what, err)
 	case st != nil:
 		return fmt.Errorf("not a %s (%s): %w", what, kind(st.Mode().Type()), err)
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("no such %s: %w", what, fs.ErrNotExist)
 	}
 	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) { // the path is the problem's
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("the events %s does not exist: %w", what, pe.Err)
+		}
 		return fmt.Errorf("open: %w", pe.Err)
 	}
 	return err

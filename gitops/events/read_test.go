@@ -183,7 +183,7 @@ func TestLoadRefusesALinkedEventsDirectory(t *testing.T) {
 		t.Errorf("got %s", got)
 	}
 	_, problems = events.Load(t.Context(), filepath.Join(t.TempDir(), "missing"))
-	if got := problems.Error(); !strings.Contains(got, "missing: no such directory") {
+	if got := problems.Error(); !strings.Contains(got, "missing: the events directory does not exist: no such file or directory") {
 		t.Errorf("got %s", got)
 	}
 }
