@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 )
@@ -738,7 +739,7 @@ func checkText(s string, maxLen int) error {
 		return errors.New("must not be empty")
 	case len(s) > maxLen:
 		return fmt.Errorf("is %d bytes long, more than %d", len(s), maxLen)
-	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' }):
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }): // C0, DEL and C1
 		return errors.New("holds control characters")
 	}
 	return nil

@@ -263,6 +263,7 @@ func TestValidation(t *testing.T) {
 		{"purpose too long", edit(t, base, 1, func(d map[string]any) { d["purpose"] = strings.Repeat("p", topology.MaxPurposeLength+1) }), []string{"data.purpose: is 1025 bytes long, more than 1024"}},
 		{"administrator too long", edit(t, base, 1, func(d map[string]any) { d["administrator"] = strings.Repeat("a", 257) }), []string{"data.administrator: is 257 bytes long, more than 256"}},
 		{"topology name too long", edit(t, base, 5, func(d map[string]any) { d["name"] = strings.Repeat("n", 65) }), []string{"data.name: is 65 bytes long, more than 64"}},
+		{"administrator with a C1 control character", edit(t, base, 1, func(d map[string]any) { d["administrator"] = "ops\u009b@cim" }), []string{"data.administrator: holds control characters"}},
 		{"removal reason with control characters", add(base, "NodeRemoved", `{"name":"nats-3","reason":"a\u001bb"}`), []string{"data.reason: holds control characters"}},
 		{"no domain, no network, no nats", nil, []string{"no DomainCreated event", "no NetworkTopologyUpdated event", "no ServiceAdded event adds the nats service"}},
 	}
