@@ -119,20 +119,20 @@ func BenchmarkParallelEfficiency(b *testing.B) {
 func syntheticLog(n int) []byte {
 	var b []byte
 	seq := 0
-	emit := func(typ, data string) {
+	emit := func(typ, aggregate, data string) {
 		seq++
-		b = fmt.Appendf(b, `{"event_id":"ev-%d","aggregate_id":"bench","sequence":%d,"timestamp":"2025-11-20T10:00:00Z","correlation_id":"c","causation_id":"c","event_type":%q,"data":%s}`+"\n", seq, seq, typ, data)
+		b = fmt.Appendf(b, `{"event_id":"ev-%d","aggregate_id":%q,"sequence":%d,"timestamp":"2025-11-20T10:00:00Z","correlation_id":"c","causation_id":"c","event_type":%q,"data":%s}`+"\n", seq, aggregate, seq, typ, data)
 	}
-	emit("DomainCreated", `{"name":"bench","purpose":"benchmark","administrator":"ops@bench"}`)
+	emit("DomainCreated", "bench", `{"name":"bench","purpose":"benchmark","administrator":"ops@bench"}`)
 	nodes := ""
 	for i := 1; i <= n; i++ {
-		emit("NodeAdded", fmt.Sprintf(`{"name":"nats-%d","system":"x86_64-linux","state_version":"25.05","proxmox":{"host":"pve1","vmid":%d,"cores":2,"memory_mib":2048,"storage":"local-lvm","bridge":"vmbr0"}}`, i, 1000+i))
+		emit("NodeAdded", fmt.Sprintf("nats-%d", i), fmt.Sprintf(`{"name":"nats-%d","system":"x86_64-linux","state_version":"25.05","proxmox":{"host":"pve1","vmid":%d,"cores":2,"memory_mib":2048,"storage":"local-lvm","bridge":"vmbr0"}}`, i, 1000+i))
 		if i > 1 {
 			nodes += ","
 		}
 		nodes += fmt.Sprintf(`{"name":"nats-%d","interfaces":[{"name":"eth0","addresses":[{"address":"10.0.%d.%d","prefix_length":16}]}]}`, i, 1+i/250, 1+i%250)
 	}
-	emit("NetworkTopologyUpdated", `{"network":{"cidr":"10.0.0.0/16","gateway":"10.0.0.1","dns":["10.0.0.1"]},"nodes":[`+nodes+`]}`)
-	emit("ServiceAdded", `{"kind":"nats","settings":{"cluster":{"name":"bench"}}}`)
+	emit("NetworkTopologyUpdated", "bench-lan", `{"topology_id":"bench-lan","network":{"cidr":"10.0.0.0/16","gateway":"10.0.0.1","dns":["10.0.0.1"]},"nodes":[`+nodes+`]}`)
+	emit("ServiceAdded", "nats", `{"kind":"nats","settings":{"cluster":{"name":"bench"}}}`)
 	return b
 }

@@ -29,7 +29,7 @@ type Generate struct {
 func (Generate) Name() string { return "generate" }
 
 // Run implements pipeline.Stage.
-func (g Generate) Run(_ context.Context, s *pipeline.StageRun) error {
+func (g Generate) Run(ctx context.Context, s *pipeline.StageRun) error {
 	run := s.Run
 	if run.Workspace == "" {
 		return errors.New("no workspace: the checkout stage did not run")
@@ -41,7 +41,7 @@ func (g Generate) Run(_ context.Context, s *pipeline.StageRun) error {
 	if !filepath.IsLocal(dir) {
 		return fmt.Errorf("events directory %q must be a relative path inside the repository", dir)
 	}
-	evs, problems := events.Load(filepath.Join(run.Workspace, dir))
+	evs, problems := events.Load(ctx, filepath.Join(run.Workspace, dir))
 	top, more := topology.Fold(evs)
 	if problems = append(problems, more...); len(problems) > 0 {
 		for i := range problems {

@@ -48,7 +48,7 @@ func (ro Rollout) Run(ctx context.Context, s *pipeline.StageRun) error {
 		s.Logger.Info("not a deploy run: nothing rolled out")
 		return nil
 	}
-	top, err := loadTopology(run, ro.Events)
+	top, err := loadTopology(ctx, run, ro.Events)
 	if err != nil {
 		return err
 	}
@@ -117,14 +117,14 @@ func (ro Rollout) targets(ctx context.Context, r *rollout.Rollout, run *pipeline
 }
 
 // loadTopology folds the events of the run's workspace: the cluster the build was made from.
-func loadTopology(run *pipeline.Run, dir string) (*topology.Topology, error) {
+func loadTopology(ctx context.Context, run *pipeline.Run, dir string) (*topology.Topology, error) {
 	if run.Workspace == "" {
 		return nil, errors.New("no workspace: the checkout stage did not run")
 	}
 	if dir == "" {
 		dir = "events"
 	}
-	evs, problems := events.Load(filepath.Join(run.Workspace, dir))
+	evs, problems := events.Load(ctx, filepath.Join(run.Workspace, dir))
 	top, more := topology.Fold(evs)
 	if problems = append(problems, more...); len(problems) > 0 {
 		return nil, problems

@@ -50,7 +50,7 @@ func infraRepo(t *testing.T) string {
 		data, _ := os.ReadFile(filepath.Join(src, e.Name()))
 		os.WriteFile(filepath.Join(dir, "events", e.Name()), data, 0o644)
 	}
-	evs, problems := events.Load(filepath.Join(dir, "events"))
+	evs, problems := events.Load(t.Context(), filepath.Join(dir, "events"))
 	top, more := topology.Fold(evs)
 	if problems = append(problems, more...); len(problems) > 0 {
 		t.Fatal(problems)

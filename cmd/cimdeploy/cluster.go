@@ -60,7 +60,7 @@ func openCluster(ctx context.Context, g *globalOptions, opts *runOptions) (*clus
 	if err != nil {
 		return nil, &exitError{code: exitInfra, err: err}
 	}
-	evs, problems := events.Load(filepath.Join(ws.Dir, opts.Events))
+	evs, problems := events.Load(ctx, filepath.Join(ws.Dir, opts.Events))
 	top, more := topology.Fold(evs)
 	ws.Close()
 	if problems = append(problems, more...); len(problems) > 0 {

@@ -60,8 +60,8 @@ Problems in the events are all reported in one run, each naming file, event and 
 }
 
 // project loads and folds the events under dir and renders the flake.
-func project(dir string, opts projection.Options) (*topology.Topology, []projection.File, error) {
-	evs, problems := events.Load(dir)
+func project(ctx context.Context, dir string, opts projection.Options) (*topology.Topology, []projection.File, error) {
+	evs, problems := events.Load(ctx, dir)
 	t, more := topology.Fold(evs)
 	if problems = append(problems, more...); len(problems) > 0 {
 		return nil, nil, problems
@@ -73,11 +73,11 @@ func project(dir string, opts projection.Options) (*topology.Topology, []project
 	return t, files, nil
 }
 
-func runGenerate(_ context.Context, g *globalOptions, opts generateOptions) error {
+func runGenerate(ctx context.Context, g *globalOptions, opts generateOptions) error {
 	if opts.Check && opts.JSON {
 		return usageError(errors.New("--check and --json exclude each other"))
 	}
-	t, files, err := project(opts.Events, projection.Options{LXCBuilder: opts.LXCBuilder, NixpkgsURL: opts.NixpkgsURL})
+	t, files, err := project(ctx, opts.Events, projection.Options{LXCBuilder: opts.LXCBuilder, NixpkgsURL: opts.NixpkgsURL})
 	if err != nil {
 		var ps events.Problems
 		if !errors.As(err, &ps) && !errors.Is(err, projection.ErrIncomplete) {

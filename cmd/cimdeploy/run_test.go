@@ -29,7 +29,7 @@ func infraRepo(t *testing.T) string {
 		data, _ := os.ReadFile(filepath.Join(fixtures, e.Name()))
 		os.WriteFile(filepath.Join(dir, "events", e.Name()), data, 0o644)
 	}
-	_, files, err := project(filepath.Join(dir, "events"), projection.Options{})
+	_, files, err := project(t.Context(), filepath.Join(dir, "events"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,14 @@
 package events
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -72,7 +71,15 @@ type Problem struct {
 	EventID  string
 	Field    string // JSON path of the field, such as data.nodes[0].name
 	Message  string
+	Err      error // the cause, when the problem is not the events' own (a read error, ctx.Err())
 }
+
+// A problem's field and message are short by construction (values are quoted with Excerpt); these
+// bounds make sure of it.
+const (
+	maxField   = 256
+	maxMessage = 1024
+)
 
 func (p Problem) String() string {
 	var b strings.Builder
@@ -87,26 +94,44 @@ func (p Problem) String() string {
 			fmt.Fprintf(&b, " %d", p.Sequence)
 		}
 		if p.EventID != "" {
-			fmt.Fprintf(&b, " (%s)", p.EventID)
+			fmt.Fprintf(&b, " (%s)", excerptID(p.EventID))
 		}
 		b.WriteString(": ")
 	}
 	if p.Field != "" {
-		b.WriteString(p.Field + ": ")
+		b.WriteString(boundedTo(p.Field, maxField) + ": ")
 	}
-	b.WriteString(p.Message)
+	b.WriteString(boundedTo(p.Message, maxMessage))
 	return b.String()
 }
 
 // Problems is every problem found in one pass; it is an error when not empty.
 type Problems []Problem
 
+// MaxListed is how many problems Problems.Error lists; it says how many more there are.
+const MaxListed = 100
+
 func (ps Problems) Error() string {
-	lines := make([]string, len(ps))
-	for i, p := range ps {
-		lines[i] = p.String()
+	lines := make([]string, 0, min(len(ps), MaxListed)+1)
+	for _, p := range ps[:min(len(ps), MaxListed)] {
+		lines = append(lines, p.String())
+	}
+	if len(ps) > MaxListed {
+		lines = append(lines, fmt.Sprintf("and %d more", len(ps)-MaxListed))
 	}
 	return fmt.Sprintf("%d problem(s) in the events:\n  %s", len(ps), strings.Join(lines, "\n  "))
+}
+
+// Unwrap returns the causes of the problems that have one, such as context.Canceled when reading
+// stopped: errors.Is and errors.As see through Problems.
+func (ps Problems) Unwrap() []error {
+	var errs []error
+	for _, p := range ps {
+		if p.Err != nil {
+			errs = append(errs, p.Err)
+		}
+	}
+	return errs
 }
 
 // Err returns ps as an error, or nil when there are none.
@@ -122,75 +147,14 @@ func (e *Event) Problem(field, format string, args ...any) Problem {
 	return Problem{Source: e.Source, Sequence: e.Sequence, EventID: e.EventID, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// Extensions of the files Load reads; others (README.md, ...) are ignored.
-const (
-	extJSON   = ".json"
-	extNDJSON = ".ndjson"
-	extJSONL  = ".jsonl"
-)
-
-// Load reads every event file under dir (recursively, in lexical order), checks each envelope and the
-// log as a whole, and returns the events sorted by sequence with every problem found. Events with a
-// broken envelope are left out; the rest are returned even when there are problems, so callers can
-// report more in the same run.
-func Load(dir string) ([]Event, Problems) {
-	evs, problems := LoadFS(os.DirFS(dir), ".")
-	for i := range evs {
-		evs[i].Source.File = filepath.Join(dir, evs[i].Source.File)
-	}
-	for i := range problems {
-		problems[i].Source.File = filepath.Join(dir, problems[i].Source.File)
-	}
-	return evs, problems
-}
-
-// LoadFS is Load on a file system.
-func LoadFS(fsys fs.FS, root string) ([]Event, Problems) {
-	var files []string
-	var problems Problems
-	err := fs.WalkDir(fsys, root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		switch filepath.Ext(path) {
-		case extJSON, extNDJSON, extJSONL:
-			if !d.IsDir() {
-				files = append(files, path)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, Problems{{Source: Source{File: root}, Message: err.Error()}}
-	}
-	if len(files) == 0 {
-		return nil, Problems{{Source: Source{File: root}, Message: "no event files (*.json, *.ndjson)"}}
-	}
-	sort.Strings(files)
-	var all []Event
-	for _, name := range files {
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			problems = append(problems, Problem{Source: Source{File: name}, Message: err.Error()})
-			continue
-		}
-		evs, ps := Parse(name, data)
-		all = append(all, evs...)
-		problems = append(problems, ps...)
-	}
-	sorted, ps := Order(all)
-	// Events of unknown types keep their place in the order checks, then leave: their problem is reported.
-	kept := sorted[:0]
-	for _, ev := range sorted {
-		if known(ev.Type) {
-			kept = append(kept, ev)
-		}
-	}
-	return kept, append(problems, ps...)
-}
-
 // Parse reads the events of one file: a single JSON object for .json, one object per line otherwise.
+// name locates the problems. A file that is not UTF-8 is refused whole.
 func Parse(name string, data []byte) ([]Event, Problems) {
+	if i := invalidUTF8(data); i >= 0 {
+		l, c := lineCol(data, int64(i))
+		return nil, Problems{{Source: Source{File: name, Line: l}, Column: c,
+			Message: fmt.Sprintf("invalid UTF-8: byte 0x%02x at byte offset %d; event files are UTF-8", data[i], i)}}
+	}
 	if filepath.Ext(name) == extJSON {
 		ev, p, keep := parseOne(Source{File: name, Line: 1}, data, 0)
 		var evs []Event
@@ -205,13 +169,10 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 	}
 	var evs []Event
 	var problems Problems
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	line := 0
 	var last *Event
-	for sc.Scan() {
-		line++
-		text := sc.Bytes()
+	for line, rest := 1, data; len(rest) > 0; line++ {
+		text, after, _ := bytes.Cut(rest, []byte{'\n'})
+		rest = after
 		if len(bytes.TrimSpace(text)) == 0 {
 			continue
 		}
@@ -228,39 +189,38 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 		evs = append(evs, ev)
 		last = &evs[len(evs)-1]
 	}
-	if err := sc.Err(); err != nil {
-		problems = append(problems, Problem{Source: Source{File: name, Line: line + 1}, Message: err.Error()})
-	}
 	return evs, problems
+}
+
+// The envelope's identifiers: event_id, aggregate_id, correlation_id and causation_id. UUIDs, names of
+// nodes and services, and topology ids fit; what would need quoting in a log line does not.
+const MaxIDLength = 128
+
+var idChars = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+
+func checkID(s string) string {
+	switch {
+	case len(s) > MaxIDLength:
+		return fmt.Sprintf("%s is longer than %d bytes", Excerpt(s), MaxIDLength)
+	case !idChars.MatchString(s):
+		return fmt.Sprintf("%s is not an identifier (letters, digits, '.', '_', ':' and '-', starting with a letter or digit)", Excerpt(s))
+	}
+	return ""
 }
 
 // parseOne decodes and checks one envelope. lineBase is the line of data's first byte for NDJSON (0 for
 // whole files, whose syntax errors are located by counting lines). keep reports whether the event holds
 // its place in the log: a complete envelope does, even of an unknown type.
 func parseOne(src Source, data []byte, lineBase int) (ev Event, _ *Problem, keep bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&ev)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = fmt.Errorf("unexpected content after the event object")
-			off := dec.InputOffset()
-			l, c := lineCol(data, off)
-			if lineBase > 0 {
-				l = lineBase
-			}
-			return ev, &Problem{Source: Source{File: src.File, Line: l}, Column: c, Message: err.Error()}, false
-		}
-	}
-	if err != nil {
-		return ev, decodeProblem(src, data, lineBase, err), false
+	if err := Decode(data, &ev); err != nil {
+		return Event{}, decodeProblem(src, data, lineBase, err), false
 	}
 	ev.Source = src
 	var missing []string
-	if strings.TrimSpace(ev.EventID) == "" {
+	if ev.EventID == "" {
 		missing = append(missing, "event_id")
 	}
-	if strings.TrimSpace(ev.AggregateID) == "" {
+	if ev.AggregateID == "" {
 		missing = append(missing, "aggregate_id")
 	}
 	if ev.Sequence == 0 {
@@ -276,46 +236,56 @@ func parseOne(src Source, data []byte, lineBase int) (ev Event, _ *Problem, keep
 		p := ev.Problem(strings.Join(missing, ", "), "missing or empty (sequence starts at 1)")
 		return ev, &p, false
 	}
+	for _, id := range []struct{ field, value string }{
+		{"event_id", ev.EventID}, {"aggregate_id", ev.AggregateID},
+		{"correlation_id", ev.CorrelationID}, {"causation_id", ev.CausationID},
+	} {
+		if id.value == "" {
+			continue // only the optional ones are left empty here
+		}
+		if msg := checkID(id.value); msg != "" {
+			p := ev.Problem(id.field, "%s", msg)
+			if id.field == "event_id" {
+				p.EventID = ""
+			}
+			return ev, &p, false
+		}
+	}
 	if d := bytes.TrimSpace(ev.Data); len(d) == 0 || d[0] != '{' {
 		p := ev.Problem("data", "must be a JSON object")
 		return ev, &p, false
 	}
 	if !known(ev.Type) {
-		p := ev.Problem("event_type", "unknown event type %q (known: %s)", ev.Type, strings.Join(Types, ", "))
+		p := ev.Problem("event_type", "unknown event type %s (known: %s)", Excerpt(ev.Type), strings.Join(Types, ", "))
 		return ev, &p, true
 	}
 	return ev, nil, true
 }
 
 func known(t string) bool {
-	for _, k := range Types {
-		if k == t {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(Types, t)
 }
 
+// decodeProblem locates a Decode error in data (a whole file, or the line lineBase of an NDJSON file).
 func decodeProblem(src Source, data []byte, lineBase int, err error) *Problem {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	p := &Problem{Source: src}
-	switch {
-	case errors.As(err, &syn):
-		p.Source.Line, p.Column = lineCol(data, max(syn.Offset-1, 0)) // the offending byte
-		p.Message = "bad JSON: " + syn.Error()
-	case errors.As(err, &typ):
-		p.Source.Line, p.Column = lineCol(data, typ.Offset)
-		p.Field = typ.Field
-		p.Message = fmt.Sprintf("bad JSON: %s where %s is expected", typ.Value, typ.Type)
-	case errors.Is(err, io.EOF):
-		p.Message = "bad JSON: empty file"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		p.Source.Line, p.Column = lineCol(data, int64(len(data)))
-		p.Message = "bad JSON: unexpected end of input"
-	default:
-		p.Message = "bad JSON: " + err.Error()
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		p.Message = "bad JSON: " + bounded(err.Error())
+		return p
 	}
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF) && de.Message == "empty":
+		p.Message = "bad JSON: empty file"
+	case errors.As(err, &typ):
+		p.Source.Line, p.Column = lineCol(data, de.Offset)
+		p.Message = "bad JSON: " + de.Message
+	default:
+		p.Source.Line, p.Column = lineCol(data, de.Offset)
+		p.Message = de.Message
+	}
+	p.Field = de.Path
 	if lineBase > 0 {
 		p.Source.Line = lineBase
 	}
@@ -324,9 +294,7 @@ func decodeProblem(src Source, data []byte, lineBase int, err error) *Problem {
 
 // lineCol turns a byte offset into a 1-based line and column.
 func lineCol(data []byte, off int64) (int, int) {
-	if off > int64(len(data)) {
-		off = int64(len(data))
-	}
+	off = min(max(off, 0), int64(len(data)))
 	before := data[:off]
 	line := bytes.Count(before, []byte{'\n'}) + 1
 	col := int(off) - bytes.LastIndexByte(before, '\n')
@@ -343,7 +311,7 @@ func Order(evs []Event) ([]Event, Problems) {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Sequence < sorted[j].Sequence })
 
 	ids := make(map[string]*Event, len(sorted))
-	out := sorted[:0:0]
+	out := make([]Event, 0, len(sorted))
 	var prev *Event
 	for i := range sorted {
 		ev := &sorted[i]

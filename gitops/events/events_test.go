@@ -1,12 +1,29 @@
 package events_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 )
+
+// tree writes files (slash-separated names relative to the directory) into a new directory.
+func tree(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
 
 func env(seq, id, typ string) string {
 	return `{"event_id":"` + id + `","aggregate_id":"cim","sequence":` + seq +
@@ -15,7 +32,7 @@ func env(seq, id, typ string) string {
 
 func TestLoadFixtures(t *testing.T) {
 	t.Parallel()
-	evs, problems := events.Load("../../fixtures/events")
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -34,12 +51,12 @@ func TestLoadFixtures(t *testing.T) {
 
 func TestLoadNDJSONAndFilesMix(t *testing.T) {
 	t.Parallel()
-	fsys := fstest.MapFS{
-		"0001.json":      {Data: []byte(env("1", "a", "DomainCreated"))},
-		"log/2-3.ndjson": {Data: []byte(env("2", "b", "NodeAdded") + "\n\n" + env("3", "c", "NodeAdded") + "\n")},
-		"README.md":      {Data: []byte("not an event")},
-	}
-	evs, problems := events.LoadFS(fsys, ".")
+	dir := tree(t, map[string]string{
+		"0001.json":      env("1", "a", "DomainCreated"),
+		"log/2-3.ndjson": env("2", "b", "NodeAdded") + "\n\n" + env("3", "c", "NodeAdded") + "\n",
+		"README.md":      "not an event",
+	})
+	evs, problems := events.Load(t.Context(), dir)
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -134,7 +151,58 @@ func TestProblems(t *testing.T) {
 		{
 			name:  "trailing content",
 			files: map[string]string{"0001.json": env("1", "a", "DomainCreated") + " {}"},
-			want:  []string{"unexpected content after the event object"},
+			want:  []string{"0001.json:1:166: unexpected content after the JSON value"},
+		},
+		// Strictness beyond encoding/json (docs/events.md, Validation).
+		{
+			name:  "invalid UTF-8 names line, column and byte offset",
+			files: map[string]string{"0001.json": "{\n  \"event_id\": \"a\xffb\"\n}"},
+			want:  []string{"0001.json:2:17: invalid UTF-8: byte 0xff at byte offset 18"},
+		},
+		{
+			name:  "invalid UTF-8 in NDJSON refuses the file",
+			files: map[string]string{"log.ndjson": env("1", "a", "DomainCreated") + "\n" + strings.Replace(env("2", "b", "NodeAdded"), `"c"`, "\"\xc3\x28\"", 1) + "\n"},
+			want:  []string{"log.ndjson:2:", "invalid UTF-8: byte 0xc3"},
+		},
+		{
+			name:  "lone surrogate escape",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"name":"\ud800"}`, 1)},
+			want:  []string{"data.name: a \\u escape is a lone UTF-16 surrogate"},
+		},
+		{
+			name:  "key in another case",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"event_type"`, `"Event_Type"`, 1)},
+			want:  []string{`0001.json:1:`, `Event_Type: unknown field "Event_Type" (keys are matched exactly: the field is "event_type")`},
+		},
+		{
+			name:  "duplicate key",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"sequence":1`, `"sequence":1,"sequence":2`, 1)},
+			want:  []string{`sequence: duplicate key "sequence"`},
+		},
+		{
+			name:  "duplicate key nested in data",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"nodes":[{"name":"x"},{"proxmox":{"vmid":1,"vmid":2}}]}`, 1)},
+			want:  []string{`data.nodes[1].proxmox.vmid: duplicate key "vmid"`},
+		},
+		{
+			name:  "nesting too deep",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":{"a":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`, 1)},
+			want:  []string{"nested more than 32 levels deep"},
+		},
+		{
+			name:  "event id not an identifier",
+			files: map[string]string{"0001.json": env("1", "a b", "DomainCreated")},
+			want:  []string{`0001.json:1: event 1: event_id: "a b" is not an identifier`},
+		},
+		{
+			name:  "aggregate id too long",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"aggregate_id":"cim"`, `"aggregate_id":"`+strings.Repeat("c", 129)+`"`, 1)},
+			want:  []string{`aggregate_id: "cccc`, `(129 bytes) is longer than 128 bytes`},
+		},
+		{
+			name:  "timestamp not RFC 3339",
+			files: map[string]string{"0001.json": strings.Replace(env("1", "a", "DomainCreated"), `"2025-11-20T10:00:00Z"`, `"yesterday"`, 1)},
+			want:  []string{`timestamp: "yesterday" is not an RFC 3339 time`},
 		},
 		{
 			name:  "no files",
@@ -154,11 +222,7 @@ func TestProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			fsys := fstest.MapFS{}
-			for name, data := range tt.files {
-				fsys[name] = &fstest.MapFile{Data: []byte(data)}
-			}
-			_, problems := events.LoadFS(fsys, ".")
+			_, problems := events.Load(t.Context(), tree(t, tt.files))
 			if len(problems) == 0 {
 				t.Fatalf("no problems, want %q", tt.want)
 			}
@@ -169,5 +233,36 @@ func TestProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGiantValuesStayShort: a value of hundreds of kilobytes appears in a problem as its start and its
+// length, never whole.
+func TestGiantValuesStayShort(t *testing.T) {
+	t.Parallel()
+	giant := strings.Repeat("a", 700<<10)
+	for name, data := range map[string]string{
+		"event id":      env("1", giant, "DomainCreated"),
+		"event type":    env("1", "a", giant),
+		"key":           strings.Replace(env("1", "a", "DomainCreated"), `"data"`, `"`+giant+`":1,"data"`, 1),
+		"timestamp":     strings.Replace(env("1", "a", "DomainCreated"), `"2025-11-20T10:00:00Z"`, `"`+giant+`"`, 1),
+		"number":        strings.Replace(env("1", "a", "DomainCreated"), `"sequence":1`, `"sequence":`+strings.Repeat("9", 700<<10), 1),
+		"deep key path": strings.Replace(env("1", "a", "DomainCreated"), `"data":{}`, `"data":`+strings.Repeat(`{"`+strings.Repeat("k", 200)+`":`, 25)+`{"x":1,"x":1}`+strings.Repeat("}", 25), 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, problems := events.Parse("0001.json", []byte(data))
+			if len(problems) == 0 {
+				t.Fatal("no problem")
+			}
+			for _, p := range problems {
+				if s := p.String(); len(s) > 1500 {
+					t.Errorf("a problem of %d bytes: %.300s…", len(s), s)
+				}
+			}
+		})
+	}
+	if got := events.Excerpt(giant); got != `"`+strings.Repeat("a", events.ExcerptMax)+`…" (716800 bytes)` {
+		t.Errorf("Excerpt = %s", got)
 	}
 }

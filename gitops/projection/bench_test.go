@@ -15,10 +15,17 @@ import (
 func synthetic(n int) []byte {
 	var b bytes.Buffer
 	seq := 0
-	emit := func(typ string, data any) {
+	emit := func(typ string, data map[string]any) {
 		seq++
 		d, _ := json.Marshal(data)
-		fmt.Fprintf(&b, `{"event_id":"ev-%d","aggregate_id":"bench","sequence":%d,"timestamp":"2025-11-20T10:00:00Z","correlation_id":"c","causation_id":"c","event_type":%q,"data":%s}`+"\n", seq, seq, typ, d)
+		var aggregate string // what the event is about
+		for _, k := range []string{"topology_id", "kind", "name"} {
+			if v, ok := data[k].(string); ok {
+				aggregate = v
+				break
+			}
+		}
+		fmt.Fprintf(&b, `{"event_id":"ev-%d","aggregate_id":%q,"sequence":%d,"timestamp":"2025-11-20T10:00:00Z","correlation_id":"c","causation_id":"c","event_type":%q,"data":%s}`+"\n", seq, aggregate, seq, typ, d)
 	}
 	emit("DomainCreated", map[string]any{"name": "bench", "purpose": "benchmark", "administrator": "ops@bench", "services": []string{"nats-jetstream"}})
 	var nodes []any
@@ -29,7 +36,7 @@ func synthetic(n int) []byte {
 		nodes = append(nodes, map[string]any{"name": name, "interfaces": []any{map[string]any{"name": "eth0",
 			"addresses": []any{map[string]any{"address": fmt.Sprintf("10.0.%d.%d", 1+i/250, 1+i%250), "prefix_length": 16}}}}})
 	}
-	emit("NetworkTopologyUpdated", map[string]any{"network": map[string]any{"cidr": "10.0.0.0/16", "gateway": "10.0.0.1", "dns": []string{"10.0.0.1"}}, "nodes": nodes})
+	emit("NetworkTopologyUpdated", map[string]any{"topology_id": "bench-lan", "network": map[string]any{"cidr": "10.0.0.0/16", "gateway": "10.0.0.1", "dns": []string{"10.0.0.1"}}, "nodes": nodes})
 	emit("ServiceAdded", map[string]any{"kind": "nats", "settings": map[string]any{"cluster": map[string]any{"name": "bench"}}})
 	emit("ServiceAdded", map[string]any{"kind": "prometheus-node-exporter"})
 	emit("ServiceAdded", map[string]any{"kind": "prometheus-nats-exporter"})

@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 func production(t testing.TB) *topology.Topology {
 	t.Helper()
-	evs, problems := events.Load("../../fixtures/events")
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
 	top, more := topology.Fold(evs)
 	if problems = append(problems, more...); len(problems) > 0 {
 		t.Fatal(problems)

@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 )
@@ -119,16 +120,38 @@ func (f *folder) problem(ev *events.Event, field, format string, args ...any) {
 	f.problems = append(f.problems, ev.Problem(field, format, args...))
 }
 
-// decode strictly decodes ev's data into v, reporting a problem (and false) when it does not fit.
+// decode strictly decodes ev's data into v (events.Decode: exact keys, no duplicates, no unknown
+// fields), reporting a problem (and false) when it does not fit.
 func (f *folder) decode(ev *events.Event, v any) bool {
-	dec := json.NewDecoder(bytes.NewReader(ev.Data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		f.problem(ev, jsonField("data", err), "%s", jsonMessage(err))
+	return f.decodeAt(ev, "data", ev.Data, v)
+}
+
+// decodeAt is decode for the part data of ev's data found at field.
+func (f *folder) decodeAt(ev *events.Event, field string, data []byte, v any) bool {
+	if err := events.Decode(data, v); err != nil {
+		var de *events.DecodeError
+		if errors.As(err, &de) {
+			if de.Path != "" {
+				field += "." + de.Path
+			}
+			f.problem(ev, field, "%s", de.Message)
+		} else {
+			f.problem(ev, field, "%s", err)
+		}
 		return false
 	}
 	return true
 }
+
+// aggregate checks that ev's aggregate_id is the id the data gives its aggregate (what names names).
+func (f *folder) aggregate(ev *events.Event, field, id, names string) {
+	if ev.AggregateID != id {
+		f.problem(ev, "aggregate_id", "%s is not the %s the event is about: %s is %s", q(ev.AggregateID), names, field, q(id))
+	}
+}
+
+// q quotes a value of the events for a problem message, shortened when long.
+func q(s string) string { return events.Excerpt(s) }
 
 func (f *folder) apply(ev *events.Event) {
 	switch ev.Type {
@@ -147,7 +170,7 @@ func (f *folder) apply(ev *events.Event) {
 	case events.ServiceConfigured:
 		f.serviceConfigured(ev)
 	default:
-		f.problem(ev, "event_type", "unknown event type %q", ev.Type)
+		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}
 }
 
@@ -156,13 +179,14 @@ func (f *folder) domainCreated(ev *events.Event) {
 	if !f.decode(ev, &d) {
 		return
 	}
+	f.aggregate(ev, "data.name", d.Name, "domain")
 	if f.domainBy != nil {
 		f.problem(ev, "event_type", "the domain was already created by event %d at %s", f.domainBy.Sequence, f.domainBy.Source)
 		return
 	}
 	ok := f.check(ev, "data.name", checkLabel(d.Name))
-	ok = f.check(ev, "data.purpose", checkText(d.Purpose, 1024)) && ok
-	ok = f.check(ev, "data.administrator", checkText(d.Administrator, 256)) && ok
+	ok = f.check(ev, "data.purpose", checkText(d.Purpose, MaxPurposeLength)) && ok
+	ok = f.check(ev, "data.administrator", checkText(d.Administrator, MaxAdministratorLength)) && ok
 	for i, s := range d.Services {
 		ok = f.check(ev, fmt.Sprintf("data.services[%d]", i), checkLabel(s)) && ok
 	}
@@ -177,6 +201,17 @@ func (f *folder) networkTopologyUpdated(ev *events.Event) {
 	var u networkTopologyUpdated
 	if !f.decode(ev, &u) {
 		return
+	}
+	if f.check(ev, "data.topology_id", checkMatch(u.TopologyID, topologyID, "a topology id (letters, digits, '.', '_', ':' and '-', at most 128)")) {
+		f.aggregate(ev, "data.topology_id", u.TopologyID, "topology")
+	}
+	if u.Name != "" {
+		f.check(ev, "data.name", checkText(u.Name, MaxNameLength))
+	}
+	for i, tn := range u.Nodes {
+		if tn.NodeType != "" {
+			f.check(ev, fmt.Sprintf("data.nodes[%d].node_type", i), checkMatch(tn.NodeType, word, "a type such as server (a letter, then letters, digits, '_' and '-', at most 32)"))
+		}
 	}
 	if u.Network != nil {
 		if n, ok := f.network(ev, u.Network); ok {
@@ -204,7 +239,7 @@ func (f *folder) network(ev *events.Event, n *networkSpec) (Network, bool) {
 	prefix, err := netip.ParsePrefix(n.CIDR)
 	switch {
 	case err != nil:
-		f.problem(ev, "data.network.cidr", "%q is not a CIDR prefix such as 10.0.0.0/19", n.CIDR)
+		f.problem(ev, "data.network.cidr", "%s is not a CIDR prefix such as 10.0.0.0/19", q(n.CIDR))
 		return out, false
 	case prefix != prefix.Masked():
 		f.problem(ev, "data.network.cidr", "%s has host bits set; the network is %s", prefix, prefix.Masked())
@@ -216,14 +251,28 @@ func (f *folder) network(ev *events.Event, n *networkSpec) (Network, bool) {
 	out.CIDR = prefix
 	gw, err := netip.ParseAddr(n.Gateway)
 	if err != nil {
-		f.problem(ev, "data.network.gateway", "%q is not an IP address", n.Gateway)
+		f.problem(ev, "data.network.gateway", "%s is not an IP address", q(n.Gateway))
 		return out, false
 	}
 	out.Gateway = gw
+	if len(n.DNS) > MaxDNS {
+		// resolv.conf(5): "Up to MAXNS (currently 3, see <resolv.h>) name servers may be listed"; the
+		// resolver ignores the others.
+		f.problem(ev, "data.network.dns", "%d name servers: the resolver uses at most %d (MAXNS, resolv.conf(5))", len(n.DNS), MaxDNS)
+		return out, false
+	}
 	for i, s := range n.DNS {
+		field := fmt.Sprintf("data.network.dns[%d]", i)
 		a, err := netip.ParseAddr(s)
-		if err != nil {
-			f.problem(ev, fmt.Sprintf("data.network.dns[%d]", i), "%q is not an IP address", s)
+		switch {
+		case err != nil || a.Zone() != "":
+			f.problem(ev, field, "%s is not an IP address (without a zone)", q(s))
+			return out, false
+		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			f.problem(ev, field, "%s cannot be a name server's address (unspecified, multicast or broadcast)", a)
+			return out, false
+		case slices.Contains(out.DNS, a):
+			f.problem(ev, field, "%s is listed twice", a)
 			return out, false
 		}
 		out.DNS = append(out.DNS, a)
@@ -240,6 +289,12 @@ func (f *folder) checkInterfaces(ev *events.Event, field string, ifs []interface
 		return false
 	}
 	ok := f.check(ev, field+"[0].name", checkInterfaceName(ifs[0].Name))
+	if t := ifs[0].InterfaceType; t != "" {
+		ok = f.check(ev, field+"[0].interface_type", checkMatch(t, word, "a type such as ethernet (a letter, then letters, digits, '_' and '-', at most 32)")) && ok
+	}
+	if m := ifs[0].MACAddress; m != "" {
+		ok = f.check(ev, field+"[0].mac_address", checkMatch(m, macAddress, "a unicast MAC address such as bc:24:11:00:00:01 (the form Proxmox takes for net0's hwaddr)")) && ok
+	}
 	addrs := ifs[0].Addresses
 	if len(addrs) != 1 {
 		f.problem(ev, field+"[0].addresses", "an interface has exactly one IPv4 address, got %d", len(addrs))
@@ -247,7 +302,7 @@ func (f *folder) checkInterfaces(ev *events.Event, field string, ifs []interface
 	}
 	a, err := netip.ParseAddr(addrs[0].Address)
 	if err != nil || !a.Is4() {
-		f.problem(ev, field+"[0].addresses[0].address", "%q is not an IPv4 address", addrs[0].Address)
+		f.problem(ev, field+"[0].addresses[0].address", "%s is not an IPv4 address", q(addrs[0].Address))
 		ok = false
 	}
 	if pl := addrs[0].PrefixLength; pl < 1 || pl > 32 {
@@ -265,8 +320,9 @@ func (f *folder) nodeAdded(ev *events.Event) {
 	if !f.check(ev, "data.name", checkLabel(spec.Name)) {
 		return
 	}
+	f.aggregate(ev, "data.name", spec.Name, "node")
 	if st, ok := f.nodes[spec.Name]; ok {
-		f.problem(ev, "data.name", "duplicate node %q, already added by event %d at %s", spec.Name, st.specBy.Sequence, st.specBy.Source)
+		f.problem(ev, "data.name", "duplicate node %s, already added by event %d at %s", q(spec.Name), st.specBy.Sequence, st.specBy.Source)
 		return
 	}
 	if !f.checkNode(ev, &spec) {
@@ -281,13 +337,11 @@ func (f *folder) nodeAdded(ev *events.Event) {
 }
 
 func (f *folder) nodeUpdated(ev *events.Event) {
-	var ref struct {
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(ev.Data, &ref); err != nil {
-		f.problem(ev, "data", "%s", jsonMessage(err))
+	var ref nodeSpec
+	if !f.decode(ev, &ref) {
 		return
 	}
+	f.aggregate(ev, "data.name", ref.Name, "node")
 	st, ok := f.nodes[ref.Name]
 	if !ok {
 		f.problem(ev, "data.name", "%s", f.unknownNode(ref.Name))
@@ -319,6 +373,10 @@ func (f *folder) nodeRemoved(ev *events.Event) {
 	if !f.decode(ev, &r) {
 		return
 	}
+	f.aggregate(ev, "data.name", r.Name, "node")
+	if r.Reason != "" && !f.check(ev, "data.reason", checkText(r.Reason, MaxReasonLength)) {
+		return
+	}
 	if _, ok := f.nodes[r.Name]; !ok {
 		f.problem(ev, "data.name", "%s", f.unknownNode(r.Name))
 		return
@@ -329,9 +387,9 @@ func (f *folder) nodeRemoved(ev *events.Event) {
 
 func (f *folder) unknownNode(name string) string {
 	if by, ok := f.removedBy[name]; ok {
-		return fmt.Sprintf("node %q was already removed by event %d at %s", name, by.Sequence, by.Source)
+		return fmt.Sprintf("node %s was already removed by event %d at %s", q(name), by.Sequence, by.Source)
 	}
-	return fmt.Sprintf("unknown node %q (no NodeAdded event adds it before this one)", name)
+	return fmt.Sprintf("unknown node %s (no NodeAdded event adds it before this one)", q(name))
 }
 
 // checkNode validates what a node's own event says.
@@ -362,8 +420,9 @@ func (f *folder) serviceAdded(ev *events.Event) {
 	if !f.decode(ev, &s) {
 		return
 	}
+	f.aggregate(ev, "data.kind", s.Kind, "service")
 	if by, ok := f.serviceBy[s.Kind]; ok {
-		f.problem(ev, "data.kind", "service %q was already added by event %d at %s", s.Kind, by.Sequence, by.Source)
+		f.problem(ev, "data.kind", "service %s was already added by event %d at %s", q(s.Kind), by.Sequence, by.Source)
 		return
 	}
 	svc := f.t.Services
@@ -379,7 +438,7 @@ func (f *folder) serviceAdded(ev *events.Event) {
 	case KindNATSExporter:
 		svc.NATSExporter = &NATSExporter{Port: 7777}
 	default:
-		f.problem(ev, "data.kind", "unknown service kind %q (known: %s, %s, %s)", s.Kind, KindNATS, KindNodeExporter, KindNATSExporter)
+		f.problem(ev, "data.kind", "unknown service kind %s (known: %s, %s, %s)", q(s.Kind), KindNATS, KindNodeExporter, KindNATSExporter)
 		return
 	}
 	if f.configure(ev, &svc, s) {
@@ -393,8 +452,9 @@ func (f *folder) serviceConfigured(ev *events.Event) {
 	if !f.decode(ev, &s) {
 		return
 	}
+	f.aggregate(ev, "data.kind", s.Kind, "service")
 	if _, ok := f.serviceBy[s.Kind]; !ok {
-		f.problem(ev, "data.kind", "service %q is not added (no ServiceAdded event adds it before this one)", s.Kind)
+		f.problem(ev, "data.kind", "service %s is not added (no ServiceAdded event adds it before this one)", q(s.Kind))
 		return
 	}
 	svc := f.t.Services.clone()
@@ -414,13 +474,8 @@ func (f *folder) configure(ev *events.Event, svc *Services, s serviceEvent) bool
 	case KindNATSExporter:
 		target = svc.NATSExporter
 	}
-	if len(bytes.TrimSpace(s.Settings)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(s.Settings))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(target); err != nil {
-			f.problem(ev, jsonField("data.settings", err), "%s", jsonMessage(err))
-			return false
-		}
+	if len(bytes.TrimSpace(s.Settings)) > 0 && !f.decodeAt(ev, "data.settings", s.Settings, target) {
+		return false
 	}
 	ok := true
 	switch s.Kind {
@@ -436,13 +491,13 @@ func (f *folder) configure(ev *events.Event, svc *Services, s serviceEvent) bool
 		ldd, err1 := checkDuration(n.LameDuckDuration)
 		if err1 == nil && ldd < minLameDuckDuration {
 			// nats-server's own check (server/opts.go): "invalid lame_duck_duration of 20s, minimum is 30 seconds".
-			err1 = fmt.Errorf("%s is under %s: nats-server refuses it (invalid lame_duck_duration, minimum is 30 seconds)", n.LameDuckDuration, minLameDuckDuration)
+			err1 = fmt.Errorf("%s is under %s: nats-server refuses it (invalid lame_duck_duration, minimum is 30 seconds)", q(n.LameDuckDuration), minLameDuckDuration)
 		}
 		ok = f.check(ev, "data.settings.lame_duck_duration", err1) && ok
 		grace, err2 := checkDuration(n.LameDuckGracePeriod)
 		ok = f.check(ev, "data.settings.lame_duck_grace_period", err2) && ok
 		if err1 == nil && err2 == nil && grace >= ldd {
-			f.problem(ev, "data.settings.lame_duck_grace_period", "%s must be shorter than lame_duck_duration %s (nats-server refuses it)", n.LameDuckGracePeriod, n.LameDuckDuration)
+			f.problem(ev, "data.settings.lame_duck_grace_period", "%s must be shorter than lame_duck_duration %s (nats-server refuses it)", q(n.LameDuckGracePeriod), q(n.LameDuckDuration))
 			ok = false
 		}
 	case KindNodeExporter:
@@ -514,11 +569,11 @@ func (f *folder) finish() {
 		st := f.nodes[name]
 		node := Node{System: st.spec.System, StateVersion: st.spec.StateVersion, Proxmox: st.spec.Proxmox}
 		if other, dup := byVMID[node.Proxmox.VMID]; dup {
-			f.problem(st.specBy, "data.proxmox.vmid", "node %q has VMID %d, already used by node %q", name, node.Proxmox.VMID, other)
+			f.problem(st.specBy, "data.proxmox.vmid", "node %s has VMID %d, already used by node %s", q(name), node.Proxmox.VMID, q(other))
 		}
 		byVMID[node.Proxmox.VMID] = name
 		if len(st.spec.Interfaces) == 0 {
-			f.problem(st.specBy, "data.interfaces", "node %q has no address: no NetworkTopologyUpdated or NodeUpdated event gives it an interface", name)
+			f.problem(st.specBy, "data.interfaces", "node %s has no address: no NetworkTopologyUpdated or NodeUpdated event gives it an interface", q(name))
 			f.t.Nodes[name] = node
 			continue
 		}
@@ -531,19 +586,19 @@ func (f *folder) finish() {
 			field = fmt.Sprintf("data.nodes[%s].interfaces[0].addresses[0].address", name)
 		}
 		if other, dup := byAddr[node.Address]; dup {
-			f.problem(st.addressBy, field, "node %q has address %s, already used by node %q", name, node.Address, other)
+			f.problem(st.addressBy, field, "node %s has address %s, already used by node %s", q(name), node.Address, q(other))
 		}
 		byAddr[node.Address] = name
 		if net.CIDR.IsValid() {
 			switch {
 			case !net.CIDR.Contains(node.Address):
-				f.problem(st.addressBy, field, "address %s of node %q is outside the network %s", node.Address, name, net.CIDR)
+				f.problem(st.addressBy, field, "address %s of node %s is outside the network %s", node.Address, q(name), net.CIDR)
 			case node.PrefixLength != net.CIDR.Bits():
-				f.problem(st.addressBy, strings.TrimSuffix(field, "address")+"prefix_length", "node %q has prefix length %d but the network %s has %d", name, node.PrefixLength, net.CIDR, net.CIDR.Bits())
+				f.problem(st.addressBy, strings.TrimSuffix(field, "address")+"prefix_length", "node %s has prefix length %d but the network %s has %d", q(name), node.PrefixLength, net.CIDR, net.CIDR.Bits())
 			case node.Address == net.CIDR.Addr() || node.Address == broadcast(net.CIDR):
-				f.problem(st.addressBy, field, "address %s of node %q is the network's own or broadcast address", node.Address, name)
+				f.problem(st.addressBy, field, "address %s of node %s is the network's own or broadcast address", node.Address, q(name))
 			case node.Address == net.Gateway:
-				f.problem(st.addressBy, field, "address %s of node %q is the gateway's", node.Address, name)
+				f.problem(st.addressBy, field, "address %s of node %s is the gateway's", node.Address, q(name))
 			}
 		}
 		f.t.Nodes[name] = node
@@ -601,18 +656,34 @@ var (
 	collector    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	exporterFlag = regexp.MustCompile(`^-[a-z][a-z0-9_-]*(=[A-Za-z0-9_.,:/-]+)?$`)
 	safePath     = regexp.MustCompile(`^(/[A-Za-z0-9._-]+)+$`)
+	topologyID   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+	word         = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,31}$`)
+	// Proxmox's mac-addr format (pve-common, src/PVE/JSONSchema.pm, pve_verify_mac_addr): six
+	// colon-separated octets, the I/G (group) bit clear: "value does not look like a valid unicast MAC
+	// address" otherwise.
+	macAddress = regexp.MustCompile(`^[a-fA-F0-9][02468aceACE](:[a-fA-F0-9]{2}){5}$`)
+)
+
+// Maximum lengths, in bytes, of the free-text fields (docs/events.md).
+const (
+	MaxPurposeLength       = 1024 // DomainCreated data.purpose
+	MaxAdministratorLength = 256  // DomainCreated data.administrator
+	MaxNameLength          = 64   // NetworkTopologyUpdated data.name
+	MaxReasonLength        = 1024 // NodeRemoved data.reason
+	// MaxDNS is the most name servers a network lists: what the resolver uses (MAXNS in <resolv.h>).
+	MaxDNS = 3
 )
 
 func checkLabel(s string) error {
 	if !label.MatchString(s) {
-		return fmt.Errorf("%q is not an RFC 1123 label (lower-case letters, digits and '-', 1 to 63 characters, no '-' at either end)", s)
+		return fmt.Errorf("%s is not an RFC 1123 label (lower-case letters, digits and '-', 1 to 63 characters, no '-' at either end)", q(s))
 	}
 	return nil
 }
 
 func checkMatch(s string, re *regexp.Regexp, want string) error {
 	if !re.MatchString(s) {
-		return fmt.Errorf("%q is not %s", s, want)
+		return fmt.Errorf("%s is not %s", q(s), want)
 	}
 	return nil
 }
@@ -623,7 +694,7 @@ func checkOneOf(s string, allowed ...string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", "))
+	return fmt.Errorf("%s is not one of %s", q(s), strings.Join(allowed, ", "))
 }
 
 func checkRange(v, lo, hi int) error {
@@ -650,14 +721,14 @@ func checkSize(v int64) error {
 func checkDuration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q is not a positive duration such as 30s or 2m", s)
+		return 0, fmt.Errorf("%s is not a positive duration such as 30s or 2m", q(s))
 	}
 	return d, nil
 }
 
 func checkAbsPath(s string) error {
 	if !safePath.MatchString(s) || path.Clean(s) != s {
-		return fmt.Errorf("%q is not a clean absolute path of letters, digits, '.', '_' and '-'", s)
+		return fmt.Errorf("%s is not a clean absolute path of letters, digits, '.', '_' and '-'", q(s))
 	}
 	return nil
 }
@@ -668,7 +739,7 @@ func checkText(s string, maxLen int) error {
 		return errors.New("must not be empty")
 	case len(s) > maxLen:
 		return fmt.Errorf("is %d bytes long, more than %d", len(s), maxLen)
-	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' }):
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }): // C0, DEL and C1
 		return errors.New("holds control characters")
 	}
 	return nil
@@ -676,44 +747,7 @@ func checkText(s string, maxLen int) error {
 
 func checkInterfaceName(s string) error {
 	if !ifName.MatchString(s) {
-		return fmt.Errorf("%q is not an interface name (a letter, then letters, digits, '_', '.', '-'; at most 15)", s)
+		return fmt.Errorf("%s is not an interface name (a letter, then letters, digits, '_', '.', '-'; at most 15)", q(s))
 	}
 	return nil
-}
-
-// jsonField is the JSON path of the field a decoding error is about, under prefix.
-func jsonField(prefix string, err error) string {
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &typ) && typ.Field != "" {
-		return prefix + "." + typ.Field
-	}
-	if f, ok := unknownField(err); ok {
-		return prefix + "." + f
-	}
-	return prefix
-}
-
-func unknownField(err error) (string, bool) {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return strings.Trim(rest, `"`), true
-	}
-	return "", false
-}
-
-func jsonMessage(err error) string {
-	var typ *json.UnmarshalTypeError
-	var syn *json.SyntaxError
-	switch {
-	case errors.As(err, &typ):
-		return fmt.Sprintf("%s where %s is expected", typ.Value, typ.Type)
-	case errors.As(err, &syn):
-		return "bad JSON: " + syn.Error()
-	case errors.Is(err, io.EOF):
-		return "empty"
-	}
-	if f, ok := unknownField(err); ok {
-		return fmt.Sprintf("unknown field %q", f)
-	}
-	return err.Error()
 }

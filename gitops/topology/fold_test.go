@@ -14,7 +14,7 @@ import (
 
 func fixtures(t testing.TB) []events.Event {
 	t.Helper()
-	evs, problems := events.Load("../../fixtures/events")
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -45,11 +45,14 @@ func edit(t testing.TB, evs []events.Event, seq uint64, change func(d map[string
 	return nil
 }
 
-// add appends an event of type typ with the given data (JSON) as the next in the log.
+// add appends an event of type typ with the given data (JSON) as the next in the log. Its aggregate_id
+// is what the data names: data.name, data.kind or data.topology_id.
 func add(evs []events.Event, typ, data string) []events.Event {
 	seq := uint64(len(evs) + 1)
+	var ids struct{ Name, Kind, TopologyID string }
+	json.Unmarshal([]byte(data), &ids)
 	return append(append([]events.Event(nil), evs...), events.Event{
-		EventID: fmt.Sprintf("test-%d", seq), AggregateID: "test", Sequence: seq,
+		EventID: fmt.Sprintf("test-%d", seq), AggregateID: ids.Name + ids.Kind + ids.TopologyID, Sequence: seq,
 		Timestamp: time.Date(2025, 11, 21, 0, 0, 0, 0, time.UTC), Type: typ, Data: json.RawMessage(data),
 		Source: events.Source{File: fmt.Sprintf("test-%d.json", seq), Line: 1},
 	})
@@ -154,6 +157,21 @@ func TestValidation(t *testing.T) {
 	setNATS := func(key string, v any) []events.Event {
 		return edit(t, base, 6, func(d map[string]any) { d["settings"].(map[string]any)[key] = v })
 	}
+	setInterface := func(key string, v any) []events.Event {
+		return edit(t, base, 5, func(d map[string]any) {
+			d["nodes"].([]any)[0].(map[string]any)["interfaces"].([]any)[0].(map[string]any)[key] = v
+		})
+	}
+	setAggregate := func(seq uint64, id string) []events.Event {
+		out := append([]events.Event(nil), base...)
+		out[seq-1].AggregateID = id
+		return out
+	}
+	setRaw := func(seq uint64, data string) []events.Event {
+		out := append([]events.Event(nil), base...)
+		out[seq-1].Data = json.RawMessage(data)
+		return out
+	}
 	tests := []struct {
 		name string
 		evs  []events.Event
@@ -195,7 +213,7 @@ func TestValidation(t *testing.T) {
 		{"service added twice", add(base, "ServiceAdded", `{"kind":"nats"}`), []string{`data.kind: service "nats" was already added by event 6`}},
 		{"lame duck grace not shorter", setNATS("lame_duck_grace_period", "5m"), []string{"must be shorter than lame_duck_duration"}},
 		{"lame duck duration under nats-server's minimum", setNATS("lame_duck_duration", "20s"),
-			[]string{`0007-service-configured-nats.json:`, `event 7 (`, `data.settings.lame_duck_duration: 20s is under 30s: nats-server refuses it`}},
+			[]string{`0007-service-configured-nats.json:`, `event 7 (`, `data.settings.lame_duck_duration: "20s" is under 30s: nats-server refuses it`}},
 		{"bad duration", setNATS("lame_duck_duration", "soon"), []string{`data.settings.lame_duck_duration: "soon" is not a positive duration`}},
 		{"store dir not absolute", edit(t, base, 7, func(d map[string]any) {
 			d["settings"].(map[string]any)["jetstream"].(map[string]any)["store_dir"] = "var/lib/nats"
@@ -213,6 +231,40 @@ func TestValidation(t *testing.T) {
 			[]string{"data.interfaces: a node has exactly one interface (its Proxmox net0), got 2"}},
 		{"every node removed", add(add(add(base, "NodeRemoved", `{"name":"nats-1"}`), "NodeRemoved", `{"name":"nats-2"}`), "NodeRemoved", `{"name":"nats-3"}`),
 			[]string{"no nodes"}},
+		// Strict JSON, beyond encoding/json: exact keys, no duplicates at any depth.
+		{"key matched case-insensitively by encoding/json", setRaw(8, `{"Kind":"prometheus-node-exporter"}`),
+			[]string{`data.Kind: unknown field "Kind" (keys are matched exactly: the field is "kind")`}},
+		{"duplicate key", setRaw(8, `{"kind":"prometheus-node-exporter","kind":"nats"}`), []string{`data.kind: duplicate key "kind"`}},
+		{"duplicate key nested", setRaw(7, `{"kind":"nats","settings":{"jetstream":{"store_dir":"/a","store_dir":"/b"}}}`),
+			[]string{`event 7 (0193a6c4-5e10-7000-8000-000000000007): data.settings.jetstream.store_dir: duplicate key "store_dir"`}},
+		{"unknown field in settings", setRaw(7, `{"kind":"nats","settings":{"cluster":{"Name":"x"}}}`), []string{`data.settings.cluster.Name: unknown field "Name"`}},
+		// aggregate_id names what the data names.
+		{"aggregate of DomainCreated", setAggregate(1, "other"), []string{`event 1 (0193a6c4-5e10-7000-8000-000000000001): aggregate_id: "other" is not the domain the event is about: data.name is "cim"`}},
+		{"aggregate of NodeAdded", setAggregate(2, "nats-2"), []string{`event 2 (0193a6c4-5e10-7000-8000-000000000002): aggregate_id: "nats-2" is not the node the event is about: data.name is "nats-1"`}},
+		{"aggregate of NetworkTopologyUpdated", setAggregate(5, "cim"), []string{`aggregate_id: "cim" is not the topology the event is about: data.topology_id is "cim-lan"`}},
+		{"aggregate of ServiceAdded", setAggregate(6, "cim"), []string{`aggregate_id: "cim" is not the service the event is about: data.kind is "nats"`}},
+		{"aggregate of ServiceConfigured", setAggregate(7, "nats-1"), []string{`event 7 `, `aggregate_id: "nats-1" is not the service`}},
+		{"aggregate of NodeRemoved", func() []events.Event {
+			evs := add(base, "NodeRemoved", `{"name":"nats-3"}`)
+			evs[9].AggregateID = "nats-2"
+			return evs
+		}(), []string{`event 10 (test-10): aggregate_id: "nats-2" is not the node the event is about: data.name is "nats-3"`}},
+		{"topology id missing", edit(t, base, 5, func(d map[string]any) { delete(d, "topology_id") }), []string{"data.topology_id: \"\" is not a topology id"}},
+		// Every field is checked, used or not.
+		{"MAC address of another form", setInterface("mac_address", "bc-24-11-00-00-01"), []string{`data.nodes[0].interfaces[0].mac_address: "bc-24-11-00-00-01" is not a unicast MAC address`}},
+		{"MAC address multicast", setInterface("mac_address", "01:00:5e:00:00:01"), []string{`mac_address: "01:00:5e:00:00:01" is not a unicast MAC address`}},
+		{"interface type", setInterface("interface_type", "eth ernet"), []string{`data.nodes[0].interfaces[0].interface_type: "eth ernet" is not a type`}},
+		{"node type", edit(t, base, 5, func(d map[string]any) { d["nodes"].([]any)[1].(map[string]any)["node_type"] = strings.Repeat("x", 33) }),
+			[]string{"data.nodes[1].node_type:", "is not a type"}},
+		{"DNS with a zone", setNetwork("dns", []any{"fe80::1%eth0"}), []string{`data.network.dns[0]: "fe80::1%eth0" is not an IP address (without a zone)`}},
+		{"DNS unspecified", setNetwork("dns", []any{"10.0.0.1", "0.0.0.0"}), []string{`data.network.dns[1]: 0.0.0.0 cannot be a name server's address`}},
+		{"DNS twice", setNetwork("dns", []any{"10.0.0.1", "10.0.0.1"}), []string{`data.network.dns[1]: 10.0.0.1 is listed twice`}},
+		{"DNS more than the resolver uses", setNetwork("dns", []any{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}), []string{"data.network.dns: 4 name servers: the resolver uses at most 3"}},
+		{"purpose too long", edit(t, base, 1, func(d map[string]any) { d["purpose"] = strings.Repeat("p", topology.MaxPurposeLength+1) }), []string{"data.purpose: is 1025 bytes long, more than 1024"}},
+		{"administrator too long", edit(t, base, 1, func(d map[string]any) { d["administrator"] = strings.Repeat("a", 257) }), []string{"data.administrator: is 257 bytes long, more than 256"}},
+		{"topology name too long", edit(t, base, 5, func(d map[string]any) { d["name"] = strings.Repeat("n", 65) }), []string{"data.name: is 65 bytes long, more than 64"}},
+		{"administrator with a C1 control character", edit(t, base, 1, func(d map[string]any) { d["administrator"] = "ops\u009b@cim" }), []string{"data.administrator: holds control characters"}},
+		{"removal reason with control characters", add(base, "NodeRemoved", `{"name":"nats-3","reason":"a\u001bb"}`), []string{"data.reason: holds control characters"}},
 		{"no domain, no network, no nats", nil, []string{"no DomainCreated event", "no NetworkTopologyUpdated event", "no ServiceAdded event adds the nats service"}},
 	}
 	for _, tt := range tests {
@@ -243,5 +295,52 @@ func TestAllProblemsInOneRun(t *testing.T) {
 		if !strings.Contains(got, w) {
 			t.Errorf("missing %q in\n%s", w, got)
 		}
+	}
+}
+
+// TestGiantValuesStayShort: a value of hundreds of kilobytes is never echoed whole into a problem; the
+// problem keeps its start and says how long it was.
+func TestGiantValuesStayShort(t *testing.T) {
+	t.Parallel()
+	base := fixtures(t)
+	giant := strings.Repeat("a", 700<<10)
+	setRaw := func(seq uint64, data string) []events.Event {
+		out := append([]events.Event(nil), base...)
+		out[seq-1].Data = json.RawMessage(data)
+		return out
+	}
+	tests := []struct {
+		name string
+		evs  []events.Event
+		want string
+	}{
+		{"node name", edit(t, base, 2, func(d map[string]any) { d["name"] = giant }), `data.name: "aaaa`},
+		{"unknown node in a topology", edit(t, base, 5, func(d map[string]any) { d["nodes"].([]any)[0].(map[string]any)["name"] = giant }), "data.nodes[0].name: unknown node"},
+		{"unknown key", setRaw(8, `{"kind":"prometheus-node-exporter","`+giant+`":1}`), `unknown field "aaaa`},
+		{"duration of leading zeros", edit(t, base, 7, func(d map[string]any) {
+			d["settings"].(map[string]any)["lame_duck_duration"] = strings.Repeat("0", 700<<10) + "1s"
+		}), "data.settings.lame_duck_duration:"},
+		{"number", setRaw(2, `{"name":"nats-1","proxmox":{"vmid":`+strings.Repeat("9", 700<<10)+`}}`), "data.proxmox.vmid:"},
+		{"service kind", setRaw(8, `{"kind":"`+giant+`"}`), "data.kind: unknown service kind"},
+		{"aggregate id", func() []events.Event {
+			out := append([]events.Event(nil), base...)
+			out[0].AggregateID = giant
+			return out
+		}(), "aggregate_id:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, problems := topology.Fold(tt.evs)
+			got := problems.Error()
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("problems do not mention %q:\n%.2000s", tt.want, got)
+			}
+			for _, p := range problems {
+				if s := p.String(); len(s) > 600 {
+					t.Errorf("a problem of %d bytes: %.600s…", len(s), s)
+				}
+			}
+		})
 	}
 }
