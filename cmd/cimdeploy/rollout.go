@@ -53,10 +53,13 @@ terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
 
 Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configuration error, 3
 infrastructure error, 130 interrupted.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRollout(cmd.Context(), g, opts)
 		},

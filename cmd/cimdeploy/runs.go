@@ -25,10 +25,13 @@ func newRunsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "runs",
 		Short: "List past runs from the history, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRuns(cmd.Context(), g, opts)
 		},
