@@ -13,7 +13,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -163,14 +165,19 @@ func infrastructure(err error) bool {
 		return false
 	}
 	var (
-		opErr  *net.OpError
-		dnsErr *net.DNSError
-		keyErr *remote.HostKeyError
-		nixErr *nixrunner.Error
+		opErr      *net.OpError
+		dnsErr     *net.DNSError
+		keyErr     *remote.HostKeyError
+		nixErr     *nixrunner.Error
+		gitErr     *githttp.Err
+		unexpected *plumbing.UnexpectedError
 	)
 	switch {
 	case errors.As(err, &opErr), errors.As(err, &dnsErr), errors.As(err, &keyErr):
 		return true
+	case errors.As(err, &gitErr), errors.As(err, &unexpected) && errors.As(unexpected.Err, &gitErr):
+		// The git server broke (go-git's UnexpectedError does not unwrap).
+		return gitErr.Response != nil && gitErr.Response.StatusCode >= 500
 	case errors.As(err, &nixErr):
 		return nixErr.Kind == nixrunner.KindNotFound
 	}
