@@ -193,3 +193,34 @@ func TestFailedRunSaysWhy(t *testing.T) {
 		}
 	})
 }
+
+// TestGiantValueIsRecordedBounded: a 700 KB node name, echoed into errors, makes a run that fails and
+// is recorded as failed, its error bounded, in the history and in the output.
+func TestGiantValueIsRecordedBounded(t *testing.T) {
+	t.Parallel()
+	repo := infraRepo(t)
+	name := strings.Repeat("n", 700<<10)
+	for _, f := range []string{"0003-node-added-nats-2.json", "0007-service-configured-nats.json"} {
+		path := filepath.Join(repo, "events", f)
+		data, _ := os.ReadFile(path)
+		os.WriteFile(path, bytes.ReplaceAll(data, []byte(`"nats-2"`), []byte(`"`+name+`"`)), 0o644)
+	}
+	commitRepo(t, repo, "a giant node name")
+	data := t.TempDir()
+	code, stdout, stderr := runCLI(t, append([]string{"run", "--validate-only", "--repo", repo, "--data-dir", data}, nixArgs(t)...)...)
+	if code != exitFailed {
+		t.Fatalf("exit %d\n%s\n%s", code, pipeline.Truncate(stdout, 4000), pipeline.Truncate(stderr, 4000))
+	}
+	if len(stdout)+len(stderr) > 200<<10 {
+		t.Errorf("%d bytes of output for one failed run", len(stdout)+len(stderr))
+	}
+	code, listed, _ := runCLI(t, "runs", "--json", "--data-dir", data)
+	var runs []store.RunSummary
+	if err := json.Unmarshal([]byte(listed), &runs); code != exitOK || err != nil || len(runs) != 1 {
+		t.Fatalf("runs = %d, %v", code, err)
+	}
+	t.Logf("output %d bytes, recorded error %d bytes", len(stdout)+len(stderr), len(runs[0].Error))
+	if r := runs[0]; r.Status != pipeline.StatusFailed || r.Stage != "generate" || len(r.Error) > pipeline.MaxErrorBytes {
+		t.Errorf("run recorded %s in %s with an error of %d bytes", r.Status, r.Stage, len(r.Error))
+	}
+}
