@@ -136,7 +136,7 @@ func (s *StageRun) each(ctx context.Context, nodes []string, limit int, fn func(
 
 // step runs one node's work and records its result.
 func (s *StageRun) step(ctx context.Context, node string, fn func(ctx context.Context, step *Step) error) error {
-	st := &Step{Node: node, stage: s, tail: newTail(MaxLastLines)}
+	st := &Step{Node: node, stage: s, tail: newTail(tailLines)}
 	st.Output = io.MultiWriter(st.tail, prefixed(s.Output, s.name, node))
 	start := s.now()
 	if err := ctx.Err(); err != nil {

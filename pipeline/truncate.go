@@ -13,14 +13,19 @@ import (
 const (
 	// MaxErrorBytes bounds the error message of a step, a stage and a run.
 	MaxErrorBytes = 8 << 10
-	// MaxLastLines bounds how many of a failed command's last lines a step keeps, MaxLineBytes each.
-	MaxLastLines = 20
-	MaxLineBytes = 512
+	// MaxLastLines bounds how many of a failed command's last lines a step keeps, MaxLineBytes each:
+	// a bound on what a stage reports (nixrunner keeps its own 20 and the error line before them);
+	// a step's own output keeps its last tailLines.
+	MaxLastLines = 50
+	MaxLineBytes = 1 << 10
 	// MaxDriftBytes bounds the drift diff a run's result carries (Run.Drift).
 	MaxDriftBytes = 64 << 10
 	// MaxNoteBytes bounds a step's note.
 	MaxNoteBytes = 256
 )
+
+// tailLines is how many lines of a step's output become its LastLines when its error carries none.
+const tailLines = 20
 
 // Truncate returns s when it is at most max bytes long. A longer s is cut to a prefix, at a UTF-8
 // character boundary, followed by a marker that says how long s was and how much is gone:

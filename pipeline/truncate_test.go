@@ -63,6 +63,15 @@ func TestRunnerBoundsWhatItRecords(t *testing.T) {
 		pipeline.NewStage("generate", func(context.Context, *pipeline.StageRun) error {
 			return errors.New(name + name)
 		}),
+		pipeline.NewStage("check", func(ctx context.Context, s *pipeline.StageRun) error {
+			return s.Do(ctx, "nats-2", func(context.Context, *pipeline.Step) error {
+				lines := make([]string, 1000)
+				for i := range lines {
+					lines[i] = fmt.Sprint(i, " ", name[:10<<10])
+				}
+				return &pipeline.Error{Stage: "check", Node: "nats-2", ExitCode: 1, LastLines: lines, Err: errors.New("nix failed")}
+			})
+		}),
 	}}
 	run := newRun()
 	run.Drift = strings.Repeat("-x\n+y\n", 100<<10)
@@ -80,8 +89,8 @@ func TestRunnerBoundsWhatItRecords(t *testing.T) {
 	if len(step.Error) > pipeline.MaxErrorBytes || !strings.HasPrefix(step.Error, `node "nnn`) || len(step.Note) > pipeline.MaxNoteBytes {
 		t.Errorf("step error of %d bytes, note of %d", len(step.Error), len(step.Note))
 	}
-	if len(step.LastLines) != pipeline.MaxLastLines {
-		t.Errorf("%d last lines, want %d", len(step.LastLines), pipeline.MaxLastLines)
+	if len(step.LastLines) != 20 {
+		t.Errorf("%d last lines, want the output's last 20", len(step.LastLines))
 	}
 	for _, l := range step.LastLines {
 		if len(l) > pipeline.MaxLineBytes {
@@ -101,5 +110,16 @@ func TestRunnerBoundsWhatItRecords(t *testing.T) {
 		if len(ev.Data) > 200<<10 {
 			t.Errorf("%s of %d bytes", ev.Type, len(ev.Data))
 		}
+	}
+
+	// The check stage, skipped above, alone: a failure carrying 1000 long last lines.
+	r.Stages = r.Stages[2:]
+	res, err = r.Run(t.Context(), newRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := res.Stages[0].Steps[0].LastLines
+	if len(lines) != pipeline.MaxLastLines || !strings.HasPrefix(lines[0], "950 nnn") || len(lines[0]) > pipeline.MaxLineBytes {
+		t.Errorf("%d last lines of a failure's 1000, the first %q", len(lines), pipeline.Truncate(lines[0], 40))
 	}
 }
