@@ -127,7 +127,7 @@ func TestRunsShowsAnInterruptedRunFailed(t *testing.T) {
 		t.Errorf("interrupted run listed as %+v", r)
 	}
 	code, stdout, _ = runCLI(t, "runs", "--data-dir", data)
-	if code != exitOK || !strings.Contains(stdout, id+"  failed") {
+	if code != exitOK || !strings.Contains(stdout, id+"  failed") || !strings.Contains(stdout, "generate  interrupted: the process that ran it ended") {
 		t.Errorf("runs = %d\n%s", code, stdout)
 	}
 }
