@@ -203,6 +203,7 @@ func TestZeroOrNegativeSettingIsAUsageError(t *testing.T) {
 		{name: "lab nodes", args: []string{"lab", "up", "--dir", "never-made", "--nodes", "0"}, want: "--nodes 0"},
 		{name: "unknown flag", args: []string{"runs", "--no-such-flag"}, want: "unknown flag: --no-such-flag"},
 		{name: "argument", args: []string{"runs", "extra"}, want: `unknown command "extra"`},
+		{name: "command", args: []string{"sideways"}, want: `unknown command "sideways"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,7 +211,7 @@ func TestZeroOrNegativeSettingIsAUsageError(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			args := tt.args
-			if args[0] != "lab" {
+			if args[0] != "lab" && args[0] != "sideways" {
 				args = append(args, "--data-dir", t.TempDir())
 			}
 			code, stdout, stderr := runCLI(t, args...)

@@ -67,6 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if strings.HasPrefix(err.Error(), "unknown command ") { // cobra's own, for a command it does not have
+		err = usageError(err)
+	}
 	fmt.Fprintf(stderr, "cimdeploy: %s\n", checkout.RedactURLs(err.Error()))
 	return exitCode(ctx, err)
 }
