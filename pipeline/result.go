@@ -43,6 +43,9 @@ type StageResult struct {
 	Duration time.Duration `json:"duration"`
 	Error    string        `json:"error,omitempty"`
 	Steps    []StepResult  `json:"steps,omitempty"`
+	// Err is the error the stage returned, for the process that ran it (errors.Is and errors.As reach
+	// its causes); it is not recorded. Error is its message, bounded (MaxErrorBytes).
+	Err error `json:"-"`
 }
 
 // Result is the outcome of a run: data, never an error. A failed deployment is a Result with
@@ -61,6 +64,17 @@ func (r *Result) Stage(name string) *StageResult {
 	for i := range r.Stages {
 		if r.Stages[i].Name == name {
 			return &r.Stages[i]
+		}
+	}
+	return nil
+}
+
+// Failure is the error of the first stage that failed or was cancelled, nil when none did or when the
+// result was read back from a record (errors are not recorded).
+func (r *Result) Failure() error {
+	for _, s := range r.Stages {
+		if (s.Status == StatusFailed || s.Status == StatusCancelled) && s.Err != nil {
+			return s.Err
 		}
 	}
 	return nil

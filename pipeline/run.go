@@ -50,6 +50,13 @@ type Run struct {
 	Templates map[string]string `json:"templates,omitempty"`
 }
 
+// record is the copy of r that results and events carry, its drift bounded (MaxDriftBytes).
+func (r *Run) record() Run {
+	c := *r
+	c.Drift = Truncate(r.Drift, MaxDriftBytes)
+	return c
+}
+
 // Artifact is what the build stage produced for one node.
 type Artifact struct {
 	Toplevel string `json:"toplevel"`

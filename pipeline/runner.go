@@ -75,9 +75,9 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 	}
 	em := &emitter{runID: run.ID, reporters: r.Reporters, logger: logger, now: now}
 
-	res := &Result{Run: *run, Status: StatusRunning, Start: now()}
-	em.emit(ctx, RunQueued, RunData{Run: *run})
-	em.emit(ctx, RunStarted, RunData{Run: *run})
+	res := &Result{Run: run.record(), Status: StatusRunning, Start: now()}
+	em.emit(ctx, RunQueued, RunData{Run: run.record()})
+	em.emit(ctx, RunStarted, RunData{Run: run.record()})
 	logger.Info("run started", "repo", run.Repo, "ref", run.Ref, "kind", run.Kind, "trigger", run.Trigger)
 
 	var failure error
@@ -92,7 +92,7 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 			if ctx.Err() != nil {
 				status, why = StatusCancelled, "run cancelled: "+context.Cause(ctx).Error()
 			}
-			res.Stages = append(res.Stages, StageResult{Name: name, Status: status, Error: why})
+			res.Stages = append(res.Stages, StageResult{Name: name, Status: status, Error: Truncate(why, MaxErrorBytes)})
 			continue
 		}
 		base := ctx
@@ -109,17 +109,17 @@ func (r *Runner) Run(ctx context.Context, run *Run) (*Result, error) {
 		}
 	}
 
-	res.Run = *run
+	res.Run = run.record()
 	res.Duration = now().Sub(res.Start)
 	switch {
 	case failure == nil && ctx.Err() == nil:
 		res.Status = StatusSuccess
 	case ctx.Err() != nil:
 		res.Status = StatusCancelled
-		res.Error = "run cancelled: " + context.Cause(ctx).Error()
+		res.Error = Truncate("run cancelled: "+context.Cause(ctx).Error(), MaxErrorBytes)
 	default:
 		res.Status = StatusFailed
-		res.Error = failure.Error()
+		res.Error = Truncate(failure.Error(), MaxErrorBytes)
 	}
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -138,18 +138,19 @@ func (r *Runner) runStage(ctx context.Context, stage Stage, run *Run, logger *sl
 	em.emit(ctx, StageStarted, StageData{Stage: name})
 	logger.Debug("stage started")
 	err := runProtected(sctx, stage, sr)
-	res := StageResult{Name: name, Status: StatusSuccess, Start: start, Duration: now().Sub(start), Steps: sr.results()}
+	res := StageResult{Name: name, Status: StatusSuccess, Start: start, Duration: now().Sub(start), Steps: sr.results(), Err: err}
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
 		res.Status = StatusCancelled
-		res.Error = err.Error()
+		res.Error = Truncate(err.Error(), MaxErrorBytes)
 	case sctx.Err() != nil:
 		res.Status = StatusFailed
-		res.Error = context.Cause(sctx).Error()
+		res.Error = Truncate(context.Cause(sctx).Error(), MaxErrorBytes)
+		res.Err = fmt.Errorf("%w: %w", context.Cause(sctx), err)
 	default:
 		res.Status = StatusFailed
-		res.Error = err.Error()
+		res.Error = Truncate(err.Error(), MaxErrorBytes)
 	}
 	em.emit(context.WithoutCancel(ctx), StageFinished, res)
 	logger.Info("stage finished", "status", res.Status, "duration", res.Duration.Round(time.Millisecond))

@@ -136,27 +136,29 @@ func (s *StageRun) each(ctx context.Context, nodes []string, limit int, fn func(
 
 // step runs one node's work and records its result.
 func (s *StageRun) step(ctx context.Context, node string, fn func(ctx context.Context, step *Step) error) error {
-	st := &Step{Node: node, stage: s, tail: newTail(20)}
+	st := &Step{Node: node, stage: s, tail: newTail(tailLines)}
 	st.Output = io.MultiWriter(st.tail, prefixed(s.Output, s.name, node))
 	start := s.now()
 	if err := ctx.Err(); err != nil {
-		s.record(node, StepResult{Node: node, Status: StatusCancelled, Start: start, Error: "not started: " + err.Error()})
+		s.record(node, StepResult{Node: node, Status: StatusCancelled, Start: start, Error: Truncate("not started: "+err.Error(), MaxErrorBytes)})
 		return &Error{Stage: s.name, Node: node, Err: err}
 	}
 	s.record(node, StepResult{Node: node, Status: StatusRunning, Start: start})
 	s.emit(ctx, StepStarted, StepData{Stage: s.name, Step: StepResult{Node: node, Status: StatusRunning, Start: start}})
 	err := fn(ctx, st)
-	res := StepResult{Node: node, Status: StatusSuccess, Start: start, Duration: s.now().Sub(start), Note: st.note}
+	res := StepResult{Node: node, Status: StatusSuccess, Start: start, Duration: s.now().Sub(start), Note: Truncate(st.note, MaxNoteBytes)}
 	if err != nil {
 		res.Status = StatusFailed
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			res.Status = StatusCancelled
 		}
-		res.Error = err.Error()
-		res.ExitCode, res.LastLines = failureDetails(err)
-		if len(res.LastLines) == 0 {
-			res.LastLines = st.tail.lines()
+		res.Error = Truncate(err.Error(), MaxErrorBytes)
+		var lines []string
+		res.ExitCode, lines = failureDetails(err)
+		if len(lines) == 0 {
+			lines = st.tail.lines()
 		}
+		res.LastLines = truncateLines(lines, MaxLastLines)
 		var pe *Error
 		if !errors.As(err, &pe) {
 			err = &Error{Stage: s.name, Node: node, ExitCode: res.ExitCode, LastLines: res.LastLines, Err: err}
@@ -170,7 +172,7 @@ func (s *StageRun) step(ctx context.Context, node string, fn func(ctx context.Co
 // Skip records nodes whose step did not run (status StatusSkipped or StatusCancelled) and why.
 func (s *StageRun) Skip(nodes []string, status Status, why string) {
 	for _, n := range nodes {
-		s.record(n, StepResult{Node: n, Status: status, Error: why})
+		s.record(n, StepResult{Node: n, Status: status, Error: Truncate(why, MaxErrorBytes)})
 	}
 }
 
@@ -256,7 +258,7 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 func (t *tail) push(line string) {
-	t.buf = append(t.buf, strings.TrimRight(line, "\r"))
+	t.buf = append(t.buf, Truncate(strings.TrimRight(line, "\r"), MaxLineBytes))
 	if len(t.buf) > t.n {
 		t.buf = t.buf[len(t.buf)-t.n:]
 	}

@@ -64,7 +64,7 @@ func openCluster(ctx context.Context, g *globalOptions, opts *runOptions) (*clus
 	top, more := topology.Fold(evs)
 	ws.Close()
 	if problems = append(problems, more...); len(problems) > 0 {
-		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the events of %s at %s: %w", src, short(ws.Commit), problems)}
+		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the events of %s at %s: %w", src, short(ws.Commit), problemList{problems})}
 	}
 	st, err := store.Open(ctx, opts.Store, g.logger)
 	if err != nil {

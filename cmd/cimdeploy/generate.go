@@ -14,6 +14,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/projection"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/pipeline"
 )
 
 // generateOptions configure `cimdeploy generate`; every field is also a CIMDEPLOY_* variable.
@@ -40,8 +41,9 @@ topology.nix and nixosModules/nats-cluster.nix. Files are written atomically and
 
 With --check nothing is written: the command exits 1 and prints a unified diff when the files in --out
 differ from the projection (the drift check for pull requests). With --json it prints the folded topology.
-Problems in the events are all reported in one run, each naming file, event and field.`,
-		Args: cobra.NoArgs,
+Problems in the events are all found in one run, each naming file, event and field; the first 20 are
+printed, then how many more.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
@@ -77,10 +79,19 @@ func runGenerate(ctx context.Context, g *globalOptions, opts generateOptions) er
 	if opts.Check && opts.JSON {
 		return usageError(errors.New("--check and --json exclude each other"))
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t, files, err := project(ctx, opts.Events, projection.Options{LXCBuilder: opts.LXCBuilder, NixpkgsURL: opts.NixpkgsURL})
+	if cerr := ctx.Err(); cerr != nil { // interrupted while reading: nothing is written
+		return cerr
+	}
 	if err != nil {
 		var ps events.Problems
-		if !errors.As(err, &ps) && !errors.Is(err, projection.ErrIncomplete) {
+		if errors.As(err, &ps) {
+			return problemList{ps}
+		}
+		if !errors.Is(err, projection.ErrIncomplete) {
 			return usageError(err)
 		}
 		return err
@@ -114,3 +125,21 @@ func runGenerate(ctx context.Context, g *globalOptions, opts generateOptions) er
 		return nil
 	}
 }
+
+// problemList is the problems of the events as the command prints them: the first shownProblems,
+// then how many more. It unwraps to the whole list.
+type problemList struct{ ps events.Problems }
+
+func (p problemList) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problem(s) in the events:", len(p.ps))
+	for _, pr := range p.ps[:min(len(p.ps), shownProblems)] {
+		fmt.Fprintf(&b, "\n  %s", pipeline.Truncate(pr.String(), 300))
+	}
+	if more := len(p.ps) - shownProblems; more > 0 {
+		fmt.Fprintf(&b, "\n  and %d more", more)
+	}
+	return b.String()
+}
+
+func (p problemList) Unwrap() error { return p.ps }

@@ -28,10 +28,13 @@ func newGenerationsCommand(g *globalOptions) *cobra.Command {
 profile's current one (the boot default) and whether the node runs it, and the commit it was built from:
 the system's configuration revision (system.configurationRevision) or, when the system names none (a
 build of a dirty tree), the deployment the state store recorded for that system.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runGenerations(cmd.Context(), g, opts)
 		},

@@ -54,6 +54,9 @@ The lab needs root and the Debian packages openssh-server, openssh-client, nats-
 			if envErr != nil {
 				return usageError(envErr)
 			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
+			}
 			return fn(cmd.Context(), g, opts)
 		}
 	}
@@ -64,7 +67,7 @@ The lab needs root and the Debian packages openssh-server, openssh-client, nats-
 copied over SSH, its system profile set and activated. Returns when every nats-server answers /healthz
 and is routed to all other nodes. A lab that is already up is left as it is; what is left of a crashed
 one is stopped first.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: run(runLabUp),
 	}
 	uf := up.Flags()
@@ -73,9 +76,9 @@ one is stopped first.`,
 	uf.IntVar(&opts.SSHPort, "ssh-port", lab.DefaultSSHPort, "port of every sshd")
 	uf.DurationVar(&opts.Timeout, "timeout", lab.DefaultTimeout, "how long lab up may take: boot, build, activate, wait for healthy nodes")
 	cmd.AddCommand(up,
-		&cobra.Command{Use: "status", Short: "Show every host of the lab", Args: cobra.NoArgs, RunE: run(runLabStatus)},
-		&cobra.Command{Use: "env", Short: "Print the settings that point cimdeploy at the lab", Args: cobra.NoArgs, RunE: run(runLabEnv)},
-		&cobra.Command{Use: "down", Short: "Stop every process of the lab", Args: cobra.NoArgs, RunE: run(runLabDown)},
+		&cobra.Command{Use: "status", Short: "Show every host of the lab", Args: noArgs, RunE: run(runLabStatus)},
+		&cobra.Command{Use: "env", Short: "Print the settings that point cimdeploy at the lab", Args: noArgs, RunE: run(runLabEnv)},
+		&cobra.Command{Use: "down", Short: "Stop every process of the lab", Args: noArgs, RunE: run(runLabDown)},
 	)
 	return cmd
 }

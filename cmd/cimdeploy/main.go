@@ -7,11 +7,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+
+	"github.com/cimdeploy/cimdeploy/gitops/checkout"
+	"github.com/cimdeploy/cimdeploy/nixrunner"
+	"github.com/cimdeploy/cimdeploy/remote"
 )
 
 // Exit codes, documented in the README.
@@ -34,6 +45,12 @@ type globalOptions struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal cancels the command, which stops its work and still records and cleans up; a
+	// second one, once signals are no longer caught, ends the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -50,8 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "cimdeploy: %v\n", err)
-	return exitCode(err)
+	if strings.HasPrefix(err.Error(), "unknown command ") { // cobra's own, for a command it does not have
+		err = usageError(err)
+	}
+	fmt.Fprintf(stderr, "cimdeploy: %s\n", checkout.RedactURLs(err.Error()))
+	return exitCode(ctx, err)
 }
 
 func newRootCommand(g *globalOptions) *cobra.Command {
@@ -68,7 +88,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 			if g.verbose {
 				level = slog.LevelDebug
 			}
-			g.logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			g.logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
 			return nil
 		},
 	}
@@ -78,6 +98,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", g.logLevel, "debug, info, warn or error [CIMDEPLOY_LOG_LEVEL]")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages (same as --log-level debug)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.AddCommand(
 		newGenerateCommand(g),
 		newRunCommand(g),
@@ -91,6 +112,21 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	return root
 }
 
+// redactAttr keeps the credentials of URLs out of log lines, whatever attribute carries them.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); strings.Contains(s, "@") {
+			a.Value = slog.StringValue(checkout.RedactURLs(s))
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok && strings.Contains(err.Error(), "@") {
+			a.Value = slog.StringValue(checkout.RedactURLs(err.Error()))
+		}
+	}
+	return a
+}
+
 // exitError carries an explicit exit code through cobra.
 type exitError struct {
 	code int
@@ -100,18 +136,69 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// noArgs is cobra.NoArgs with a usage error (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return usageError(err)
+	}
+	return nil
+}
+
 // usageError marks err as a usage or configuration error (exit 2).
 func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
 
-// exitCode is the one place where errors become exit codes.
-func exitCode(err error) int {
+// exitCode is the one place where errors become exit codes. An interrupted command (ctx, the
+// command's context, is cancelled on SIGINT and SIGTERM) is 130 whatever broke on the way out; an
+// error without an explicit code is 3 when its cause is the infrastructure (infrastructure), 1
+// otherwise.
+func exitCode(ctx context.Context, err error) int {
 	var ee *exitError
 	switch {
+	case ctx.Err() != nil, errors.Is(err, context.Canceled):
+		return exitCanceled
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.Is(err, context.Canceled):
-		return exitCanceled
+	case infrastructure(err):
+		return exitInfra
 	default:
 		return exitFailed
 	}
+}
+
+// infrastructure reports whether err comes from something cimdeploy talks to rather than from the
+// work: a network, DNS or SSH connection that fails or is refused, a repository that cannot be
+// reached or refuses the credentials, a host key that does not match, nix that is not installed, the
+// state store's connection.
+func infrastructure(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		opErr      *net.OpError
+		dnsErr     *net.DNSError
+		keyErr     *remote.HostKeyError
+		nixErr     *nixrunner.Error
+		gitErr     *githttp.Err
+		unexpected *plumbing.UnexpectedError
+	)
+	switch {
+	case errors.As(err, &opErr), errors.As(err, &dnsErr), errors.As(err, &keyErr):
+		return true
+	case errors.As(err, &gitErr), errors.As(err, &unexpected) && errors.As(unexpected.Err, &gitErr):
+		// The git server broke (go-git's UnexpectedError does not unwrap).
+		return gitErr.Response != nil && gitErr.Response.StatusCode >= 500
+	case errors.As(err, &nixErr):
+		return nixErr.Kind == nixrunner.KindNotFound
+	}
+	for _, target := range []error{
+		syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ETIMEDOUT,
+		remote.ErrAuth, remote.ErrConnectionLost, remote.ErrClosed,
+		transport.ErrRepositoryNotFound, transport.ErrAuthenticationRequired, transport.ErrAuthorizationFailed,
+		nats.ErrConnectionClosed, nats.ErrNoServers, nats.ErrTimeout, nats.ErrDisconnected, jetstream.ErrNoStreamResponse,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }

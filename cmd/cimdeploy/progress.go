@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -11,7 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/pipeline"
+	"github.com/cimdeploy/cimdeploy/stages"
 )
 
 // Progress displays a run's events: a live block of lines on a terminal, plain timestamped lines
@@ -329,5 +332,58 @@ func printSummary(w io.Writer, res *pipeline.Result) {
 				fmt.Fprintf(w, "\n%s %s, last lines:\n  %s\n", s.Name, st.Node, strings.Join(st.LastLines, "\n  "))
 			}
 		}
+	}
+	printWhy(w, res)
+}
+
+// Bounds of what the summary shows of a failure: the problems of the events, the lines of the drift
+// diff, the further lines of an error.
+const (
+	shownProblems  = 20
+	shownDiffLines = 60
+	shownLines     = 10
+)
+
+// printWhy says why a failed run failed, so nobody has to open the log: the problems of the events
+// (the first shownProblems, then how many more), the drift diff (its first lines, then how many
+// more), or the lines of the failing stage's error after its first.
+func printWhy(w io.Writer, res *pipeline.Result) {
+	failure := res.Failure()
+	var problems events.Problems
+	switch {
+	case errors.As(failure, &problems):
+		fmt.Fprintf(w, "\n%d problem(s) in the events:\n", len(problems))
+		for _, p := range problems[:min(len(problems), shownProblems)] {
+			fmt.Fprintf(w, "  %s\n", pipeline.Truncate(p.String(), 300))
+		}
+		if more := len(problems) - shownProblems; more > 0 {
+			fmt.Fprintf(w, "  and %d more\n", more)
+		}
+	case errors.Is(failure, stages.ErrDrift) && res.Run.Drift != "":
+		fmt.Fprintf(w, "\nthe committed Nix differs from the projection of the events (run `cimdeploy generate` and commit the result):\n")
+		printLines(w, res.Run.Drift, shownDiffLines, "... %d more lines\n")
+	default:
+		for _, s := range res.Stages {
+			if s.Status != pipeline.StatusFailed {
+				continue
+			}
+			if _, rest, ok := strings.Cut(strings.TrimRight(s.Error, "\n"), "\n"); ok {
+				fmt.Fprintf(w, "\n%s: %s\n", s.Name, firstLine(s.Error))
+				printLines(w, rest, shownLines, "  and %d more lines\n")
+			}
+			break
+		}
+	}
+}
+
+// printLines writes the first n lines of text, indented, then more (a format with the count) when
+// there are others.
+func printLines(w io.Writer, text string, n int, more string) {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	for _, l := range lines[:min(len(lines), n)] {
+		fmt.Fprintf(w, "  %s\n", pipeline.Truncate(l, 300))
+	}
+	if len(lines) > n {
+		fmt.Fprintf(w, more, len(lines)-n)
 	}
 }

@@ -42,10 +42,13 @@ the generation it ran. The topology comes from the repository's events at --rev.
 
 Exit codes: 0 success, 1 failed or refused, 2 usage or configuration error, 3 infrastructure error,
 130 interrupted.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRollback(cmd.Context(), g, opts)
 		},

@@ -53,10 +53,13 @@ terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
 
 Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configuration error, 3
 infrastructure error, 130 interrupted.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRollout(cmd.Context(), g, opts)
 		},
@@ -121,15 +124,32 @@ func confirmPlan(ctx context.Context, g *globalOptions, opts rolloutOptions, pla
 	case opts.Yes:
 		return true, nil
 	}
-	return ask(g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))
+	return ask(ctx, g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))
 }
 
-// ask asks a yes/no question on the terminal; anything but y or yes is no.
-func ask(g *globalOptions, question string) (bool, error) {
+// ask asks a yes/no question on the terminal; anything but y or yes is no. An interrupt while it waits
+// returns the context's error (the read is left to end with the process).
+func ask(ctx context.Context, g *globalOptions, question string) (bool, error) {
 	fmt.Fprint(g.stdout, question)
-	line, err := bufio.NewReader(g.stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false, err
+	type answer struct {
+		line string
+		err  error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(g.stdin).ReadString('\n')
+		answered <- answer{line, err}
+	}()
+	var line string
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(g.stdout)
+		return false, context.Cause(ctx)
+	case a := <-answered:
+		if a.err != nil && !errors.Is(a.err, io.EOF) {
+			return false, a.err
+		}
+		line = a.line
 	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":

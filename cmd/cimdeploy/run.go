@@ -82,10 +82,13 @@ recorded in the state store (embedded NATS JetStream under --data-dir, or CIMDEP
 
 Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 infrastructure error,
 130 interrupted.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRun(cmd.Context(), g, opts)
 		},
@@ -111,7 +114,7 @@ func addPipelineFlags(f *pflag.FlagSet, opts *runOptions) {
 	f.StringVar(&opts.GitKnownHosts, "git-known-hosts", opts.GitKnownHosts, "known_hosts for an ssh:// repository [CIMDEPLOY_GIT_KNOWN_HOSTS]")
 	f.BoolVar(&opts.AllowForcePush, "allow-force-push", opts.AllowForcePush, "deploy a head that does not descend from the last deployed commit [CIMDEPLOY_ALLOW_FORCE_PUSH]")
 	f.BoolVar(&opts.KeepWorkspace, "keep-workspace", opts.KeepWorkspace, "keep the run's workspace for debugging [CIMDEPLOY_KEEP_WORKSPACE]")
-	f.IntVar(&opts.BuildWorkers, "build-workers", opts.BuildWorkers, "concurrent builds (0: CPUs, bounded by memory) [CIMDEPLOY_BUILD_WORKERS]")
+	f.IntVar(&opts.BuildWorkers, "build-workers", opts.BuildWorkers, "concurrent builds (unset: the CPUs, bounded by memory) [CIMDEPLOY_BUILD_WORKERS]")
 	f.Int64Var(&opts.EvalMemoryMiB, "build-memory-per-eval", opts.EvalMemoryMiB, "MiB one evaluation needs, bounding workers [CIMDEPLOY_BUILD_MEMORY_PER_EVAL_MIB]")
 	f.DurationVar(&opts.CheckoutTimeout, "timeout-checkout", opts.CheckoutTimeout, "checkout stage timeout [CIMDEPLOY_TIMEOUT_CHECKOUT]")
 	f.DurationVar(&opts.GenerateTimeout, "timeout-generate", opts.GenerateTimeout, "generate stage timeout [CIMDEPLOY_TIMEOUT_GENERATE]")
@@ -268,9 +271,19 @@ func runPipeline(ctx context.Context, g *globalOptions, opts runOptions, hooks d
 	case pipeline.StatusCancelled:
 		return &exitError{code: exitCanceled, err: errors.New(res.Error)}
 	default:
-		return &exitError{code: exitFailed, err: fmt.Errorf("run %s failed: %s", res.Run.ID, firstLine(res.Error))}
+		// exitCode tells a broken repository, host or tool (3) from failed work (1) by the cause.
+		return &runFailed{msg: fmt.Sprintf("run %s failed: %s", res.Run.ID, firstLine(res.Error)), cause: res.Failure()}
 	}
 }
+
+// runFailed is a failed run: its message is the run's, its cause the failing stage's error.
+type runFailed struct {
+	msg   string
+	cause error
+}
+
+func (e *runFailed) Error() string { return e.msg }
+func (e *runFailed) Unwrap() error { return e.cause }
 
 // repoSource is the infrastructure repository of opts, checked.
 func repoSource(opts runOptions) (checkout.Source, error) {

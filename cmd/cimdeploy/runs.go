@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
@@ -25,10 +26,13 @@ func newRunsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "runs",
 		Short: "List past runs from the history, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if envErr != nil {
 				return usageError(envErr)
+			}
+			if err := checkPositive(cmd, &opts); err != nil {
+				return usageError(err)
 			}
 			return runRuns(cmd.Context(), g, opts)
 		},
@@ -58,14 +62,25 @@ func runRuns(ctx context.Context, g *globalOptions, opts runsOptions) error {
 		return enc.Encode(runs)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tSTATUS\tKIND\tREF\tCOMMIT\tSTARTED\tDURATION\tSTAGE")
+	fmt.Fprintln(tw, "RUN\tSTATUS\tKIND\tREF\tCOMMIT\tSTARTED\tDURATION\tSTAGE\tERROR")
 	for _, r := range runs {
 		started := r.Created
 		if !r.Start.IsZero() {
 			started = r.Start
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Status, r.Kind, r.Ref, short(r.Commit),
-			started.Local().Format("2006-01-02 15:04:05"), r.Duration.Round(time.Millisecond), r.Stage)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Status, r.Kind, head(r.Ref, 40), short(r.Commit),
+			started.Local().Format("2006-01-02 15:04:05"), r.Duration.Round(time.Millisecond), r.Stage, head(firstLine(r.Error), 80))
 	}
 	return tw.Flush()
+}
+
+// head is the start of s, at most n bytes (at a character boundary), with "…" when cut.
+func head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -38,10 +39,35 @@ type Source struct {
 	KnownHostsFile string
 }
 
-func (s Source) String() string         { return s.URL }
-func (s Source) GoString() string       { return fmt.Sprintf("checkout.Source{URL: %q}", s.URL) }
-func (s Source) LogValue() slog.Value   { return slog.StringValue(s.URL) }
+func (s Source) String() string         { return RedactURLs(s.URL) }
+func (s Source) GoString() string       { return fmt.Sprintf("checkout.Source{URL: %q}", RedactURLs(s.URL)) }
+func (s Source) LogValue() slog.Value   { return slog.StringValue(RedactURLs(s.URL)) }
 func (s Source) redact(err error) error { return redact(err, s.Token) }
+
+// urlUserinfo finds the user information of the URLs in a text: scheme://userinfo@.
+var urlUserinfo = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#@\s"'<>]*)@`)
+
+// RedactURLs returns s with the credentials of every URL in it replaced by "***": all of the user
+// information of an http(s) or other URL (GitHub takes a token as the user name as well as the
+// password), the password of an ssh URL (its user name, such as git, is kept). s may be a URL, a
+// message or a log line.
+func RedactURLs(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	return urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
+		parts := urlUserinfo.FindStringSubmatch(m)
+		scheme, info := strings.ToLower(parts[1]), parts[2]
+		if scheme == "ssh" || scheme == "git+ssh" || scheme == "ssh+git" {
+			user, _, hasPassword := strings.Cut(info, ":")
+			if !hasPassword {
+				return m
+			}
+			return parts[1] + "://" + user + ":***@"
+		}
+		return parts[1] + "://***@"
+	})
+}
 
 // Validate checks the URL and that the credentials fit its scheme: a token only over https (or http
 // to a loopback address), an ssh key only with ssh, and that the key and known_hosts files exist. It
@@ -69,10 +95,10 @@ func (e endpoint) cacheKey() string {
 func (s Source) endpoint() (endpoint, error) {
 	e, err := s.parseURL()
 	if err != nil {
-		return endpoint{}, fmt.Errorf("checkout: source %q: %w", s.URL, err)
+		return endpoint{}, s.redact(fmt.Errorf("checkout: source %q: %w", s.String(), err))
 	}
 	if err := s.checkCredentials(e); err != nil {
-		return endpoint{}, fmt.Errorf("checkout: source %q: %w", s.URL, err)
+		return endpoint{}, s.redact(fmt.Errorf("checkout: source %q: %w", s.String(), err))
 	}
 	return e, nil
 }
@@ -251,9 +277,18 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
+// redact replaces secret and the credentials of URLs (RedactURLs) in err's message; go-git errors may
+// echo a URL.
 func redact(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+	if err == nil {
+		return nil
+	}
+	msg := RedactURLs(err.Error())
+	if secret != "" {
+		msg = strings.ReplaceAll(msg, secret, "***")
+	}
+	if msg == err.Error() {
 		return err
 	}
-	return &redactedError{msg: strings.ReplaceAll(err.Error(), secret, "***"), err: err}
+	return &redactedError{msg: msg, err: err}
 }

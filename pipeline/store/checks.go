@@ -67,6 +67,9 @@ func (c CheckCache) Get(ctx context.Context, key string) (nixrunner.Verdict, boo
 // Put caches v under key; the last Put wins.
 func (c CheckCache) Put(ctx context.Context, key string, v nixrunner.Verdict) error {
 	raw, err := json.Marshal(v)
+	if err == nil {
+		raw, _, err = fit(raw, c.Store.payloadLimit())
+	}
 	if err != nil {
 		return fmt.Errorf("check %s: encode: %w", key, err)
 	}

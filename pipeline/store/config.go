@@ -37,6 +37,17 @@ type Config struct {
 	// Replicas of the streams and buckets on an external cluster (1-5). The embedded server
 	// needs 1.
 	Replicas int `env:"CIMDEPLOY_NATS_REPLICAS, default=1"`
+
+	// leaseTTL is how long a run's lease lives unrenewed (DefaultLeaseTTL; tests shorten it).
+	leaseTTL time.Duration
+}
+
+// lease is leaseTTL or its default.
+func (c Config) lease() time.Duration {
+	if c.leaseTTL > 0 {
+		return c.leaseTTL
+	}
+	return DefaultLeaseTTL
 }
 
 // withDefaults returns c with its zero fields set to the defaults.

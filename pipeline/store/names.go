@@ -12,6 +12,7 @@ import (
 //	KV     cimdeploy_runs      key <run-id>                                    latest RunSummary per run
 //	KV     cimdeploy_nodes     key <node>  (RFC 1123 label)                    NodeState per node
 //	KV     cimdeploy_checks    key <hex>   (opaque, from the caller)           flake check verdicts
+//	KV     cimdeploy_leases    key <run-id>                                    runs in progress (TTL lease)
 //	(later) stream CIMDEPLOY_JOBS, WorkQueue, subjects cimdeploy.jobs.>        build jobs spread over machines
 //
 // Every subject cimdeploy publishes starts with "cimdeploy."; the second token names the stream
@@ -32,6 +33,9 @@ const (
 	BucketNodes = "cimdeploy_nodes"
 	// BucketChecks holds flake check verdicts keyed by an opaque hex key.
 	BucketChecks = "cimdeploy_checks"
+	// BucketLeases holds a lease per run in progress, renewed by the process running it; the bucket's
+	// TTL drops the lease of a process that is gone (see MarkInterrupted).
+	BucketLeases = "cimdeploy_leases"
 )
 
 var (

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cimdeploy/cimdeploy/pipeline"
 )
 
 // ErrConflict means a compare-and-set lost: the value changed since the revision the caller read.
@@ -61,6 +63,7 @@ func (s *Store) PutNode(ctx context.Context, st NodeState, expected uint64) (uin
 	if err := checkNodeName(st.Node); err != nil {
 		return 0, err
 	}
+	st.FailedReason = pipeline.Truncate(st.FailedReason, pipeline.MaxErrorBytes)
 	value, err := json.Marshal(st)
 	if err != nil {
 		return 0, fmt.Errorf("node %s: encode: %w", st.Node, err)

@@ -66,6 +66,18 @@ func (s *Store) Report(ctx context.Context, ev pipeline.Event) error {
 	if err != nil {
 		return fmt.Errorf("report %s: encode: %w", ev.EventID, err)
 	}
+	if limit := s.payloadLimit(); len(data) > limit {
+		// Shortened, never dropped: a dropped RunFinished would leave the run running forever.
+		if ev, data, err = s.shorten(ev, len(data), limit); err != nil {
+			return fmt.Errorf("report %s %s: %w", ev.Type, ev.EventID, err)
+		}
+	}
+	if changesSummary(ev.Type) && ev.Type != pipeline.RunFinished {
+		// The lease goes first: a summary that says running always has one while its owner lives.
+		if err := s.holdLease(ctx, ev.AggregateID); err != nil {
+			return fmt.Errorf("report %s %s: %w", ev.Type, ev.EventID, err)
+		}
+	}
 	msg := &nats.Msg{Subject: subject, Data: data}
 	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.EventID), jetstream.WithExpectStream(StreamRuns)); err != nil {
 		return fmt.Errorf("report %s %s: publish: %w", ev.Type, ev.EventID, err)
@@ -73,10 +85,50 @@ func (s *Store) Report(ctx context.Context, ev pipeline.Event) error {
 	if !changesSummary(ev.Type) {
 		return nil
 	}
-	if err := s.foldSummary(ctx, ev); err != nil {
+	if _, err := s.foldSummary(ctx, ev); err != nil {
 		return fmt.Errorf("report %s %s: run summary: %w", ev.Type, ev.EventID, err)
 	}
+	if ev.Type == pipeline.RunFinished {
+		s.releaseLease(ctx, ev.AggregateID)
+	}
 	return nil
+}
+
+// payloadLimit is the largest message data the store publishes: the connection's max payload (the
+// server's max_payload, 1 MiB by default) less room for headers.
+func (s *Store) payloadLimit() int {
+	return max(int(s.nc.MaxPayload())-payloadHeadroom, payloadHeadroom)
+}
+
+// shorten fits ev into limit bytes (encoded, envelope included) by shortening its payload (fit) and
+// logs what was cut.
+func (s *Store) shorten(ev pipeline.Event, size, limit int) (pipeline.Event, []byte, error) {
+	envelope := ev
+	envelope.Data = json.RawMessage("null")
+	bare, err := json.Marshal(envelope)
+	if err != nil {
+		return ev, nil, fmt.Errorf("encode: %w", err)
+	}
+	payload, cut, err := fit(ev.Data, limit-len(bare)+len("null"))
+	if err != nil {
+		return ev, nil, err
+	}
+	ev.Data = payload
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return ev, nil, fmt.Errorf("encode: %w", err)
+	}
+	s.logger.Warn("event shortened to fit the store's payload limit", "run_id", ev.AggregateID, "event", ev.Type,
+		"bytes", size, "now", len(data), "limit", limit, "cut", len(cut), "fields", firstN(cut, 5))
+	return ev, data, nil
+}
+
+// firstN is at most n elements of list, for logs.
+func firstN(list []string, n int) []string {
+	if len(list) > n {
+		return append(list[:n:n], fmt.Sprintf("and %d more", len(list)-n))
+	}
+	return list
 }
 
 var _ pipeline.Reporter = (*Store)(nil)
@@ -93,7 +145,8 @@ func changesSummary(eventType string) bool {
 // updated the same run in between, which only a second process reporting the same run does.
 const casAttempts = 8
 
-func (s *Store) foldSummary(ctx context.Context, ev pipeline.Event) error {
+// foldSummary folds ev into the run's summary with compare-and-set and reports whether it changed.
+func (s *Store) foldSummary(ctx context.Context, ev pipeline.Event) (bool, error) {
 	for range casAttempts {
 		sum := RunSummary{ID: ev.AggregateID}
 		var rev uint64
@@ -101,19 +154,22 @@ func (s *Store) foldSummary(ctx context.Context, ev pipeline.Event) error {
 		switch {
 		case err == nil:
 			if err := json.Unmarshal(entry.Value(), &sum); err != nil {
-				return fmt.Errorf("decode: %w", err)
+				return false, fmt.Errorf("decode: %w", err)
 			}
 			rev = entry.Revision()
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return err
+			return false, err
 		}
 		changed, err := sum.fold(ev)
 		if err != nil || !changed {
-			return err
+			return false, err
 		}
 		value, err := json.Marshal(sum)
 		if err != nil {
-			return fmt.Errorf("encode: %w", err)
+			return false, fmt.Errorf("encode: %w", err)
+		}
+		if value, _, err = fit(value, s.payloadLimit()); err != nil {
+			return false, err
 		}
 		if rev == 0 {
 			_, err = s.runKV.Create(ctx, ev.AggregateID, value)
@@ -123,9 +179,9 @@ func (s *Store) foldSummary(ctx context.Context, ev pipeline.Event) error {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
-		return err
+		return err == nil, err
 	}
-	return fmt.Errorf("%d concurrent updates in a row", casAttempts)
+	return false, fmt.Errorf("%d concurrent updates in a row", casAttempts)
 }
 
 // fold applies ev to the summary and reports whether it changed. An event whose sequence is not
@@ -173,7 +229,7 @@ func (r *RunSummary) fold(ev pipeline.Event) (bool, error) {
 			return false, fmt.Errorf("decode %s: %w", ev.Type, err)
 		}
 		r.setRun(res.Run)
-		r.Status, r.Duration, r.Error = res.Status, res.Duration, res.Error
+		r.Status, r.Duration, r.Error = res.Status, res.Duration, pipeline.Truncate(res.Error, pipeline.MaxErrorBytes)
 		if !res.Start.IsZero() {
 			r.Start = res.Start
 		}

@@ -36,6 +36,14 @@ type Store struct {
 	runKV  jetstream.KeyValue
 	nodes  jetstream.KeyValue
 	checks jetstream.KeyValue
+	leases jetstream.KeyValue
+
+	// owner identifies this process in the leases it holds (for people reading the bucket).
+	owner     []byte
+	leaseMu   sync.Mutex
+	held      map[string]struct{} // runs whose lease this Store renews
+	stopRenew chan struct{}       // closed to stop renewLeases; nil while it does not run
+	renewDone chan struct{}
 
 	closeOnce func() error
 }
@@ -55,13 +63,28 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("store config: %w", err)
 	}
-	s := &Store{cfg: cfg, logger: logger, closed: make(chan struct{})}
+	s := &Store{cfg: cfg, logger: logger, closed: make(chan struct{}), held: map[string]struct{}{}, owner: leaseOwner()}
 	s.closeOnce = sync.OnceValue(s.shutdown)
 	if err := s.open(ctx); err != nil {
 		s.shutdown()
 		return nil, err
 	}
+	// Runs left running by a process that is gone are failed now, so no run stays running forever.
+	// A failure here leaves them for the next Open and does not keep the store from working.
+	if _, err := s.MarkInterrupted(ctx); err != nil {
+		if ctx.Err() != nil {
+			s.shutdown()
+			return nil, fmt.Errorf("mark interrupted runs: %w", err)
+		}
+		logger.Warn("mark interrupted runs", "err", err)
+	}
 	return s, nil
+}
+
+// leaseOwner is "host pid <n>", what a lease says about the process holding it.
+func leaseOwner() []byte {
+	host, _ := os.Hostname()
+	return fmt.Appendf(nil, "%s pid %d", host, os.Getpid())
 }
 
 func (s *Store) open(ctx context.Context) error {
@@ -198,6 +221,8 @@ func (s *Store) provision(ctx context.Context) error {
 			History: nodeHistory}},
 		{&s.checks, jetstream.KeyValueConfig{Bucket: BucketChecks, Description: "cimdeploy: flake check verdicts",
 			History: 1, TTL: s.cfg.MaxAge}},
+		{&s.leases, jetstream.KeyValueConfig{Bucket: BucketLeases, Description: "cimdeploy: runs in progress, renewed by their process",
+			History: 1, TTL: s.cfg.lease()}},
 	}
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
@@ -223,6 +248,9 @@ func (s *Store) Close() error { return s.closeOnce() }
 
 func (s *Store) shutdown() error {
 	var errs []error
+	if s.leases != nil {
+		s.stopLeases()
+	}
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil {
 			s.nc.Close()
