@@ -70,9 +70,9 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 			if code != tt.code {
 				t.Errorf("exit %d, want %d\n%s\n%s", code, tt.code, stdout, stderr)
 			}
-			code, listed, _ := runCLI(t, "runs", "--json", "--data-dir", data)
+			code, listed, runsErr := runCLI(t, "runs", "--json", "--data-dir", data)
 			if code != exitOK {
-				t.Errorf("runs = %d", code)
+				t.Errorf("runs = %d\n%s", code, runsErr)
 			}
 			// The token as it is, and as HTTP basic auth sends it.
 			for _, secret := range []string{secret, base64.StdEncoding.EncodeToString([]byte("x-access-token:" + secret))} {
