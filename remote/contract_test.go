@@ -373,8 +373,8 @@ func testEnsureContainer(t *testing.T, w *world) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Created || !res.Started || res.Recreated || res.VMID != c.VMID {
-		t.Errorf("ensure a missing container: %+v, want created and started", res)
+	if !res.Created || !res.Started || res.Recreated || res.VMID != c.VMID || !strings.HasPrefix(res.HostKey, "SHA256:") {
+		t.Errorf("ensure a missing container: %+v, want created and started, its host key pinned", res)
 	}
 	if st, err := w.proxmox.Status(ctx, c.VMID); err != nil || st != remote.ContainerRunning {
 		t.Errorf("status after: %s, %v; want running", st, err)
@@ -420,8 +420,8 @@ func testEnsureContainer(t *testing.T, w *world) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if recreated.Created || !recreated.Recreated || !recreated.Started {
-		t.Errorf("ensure with Recreate: %+v, want it recreated and started", recreated)
+	if recreated.Created || !recreated.Recreated || !recreated.Started || recreated.HostKey == "" || recreated.HostKey == res.HostKey {
+		t.Errorf("ensure with Recreate: %+v, want it recreated and started with a new host key (was %s)", recreated, res.HostKey)
 	}
 	if err := c.SSH.Run(ctx, remote.Cmd{Argv: []string{"true"}}); err != nil {
 		t.Errorf("ssh to the recreated container: %v", err)

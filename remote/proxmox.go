@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"golang.org/x/crypto/ssh"
 )
 
 // Proxmox is what cimdeploy asks of a Proxmox host: templates and containers. PCT implements it with
@@ -26,8 +27,11 @@ type Proxmox interface {
 	Status(ctx context.Context, vmid int) (ContainerState, error)
 	// EnsureContainer makes c exist and run: created from c.Template and started when missing,
 	// started when stopped, left alone when running (its settings are never changed; differences
-	// are reported as Drift). An existing container is destroyed only when c.Recreate is set. When
-	// it starts the container, it waits until c.SSH answers.
+	// are reported as Drift). An existing container is destroyed only when c.Recreate is set. A
+	// container it creates lets root in with the keys cimdeploy logs in with, and its host key, new
+	// like every container made from a template, is learned over the Proxmox host and pinned in
+	// known_hosts before the first SSH to it. When it starts the container, it waits until c.SSH
+	// answers.
 	EnsureContainer(ctx context.Context, c Container) (Ensured, error)
 }
 
@@ -64,6 +68,9 @@ type Container struct {
 	Features     []string // nesting=1, ...
 	// Template is the template volume to create from: Uploaded.Volume.
 	Template string
+	// SSHAddr is where cimdeploy reaches the container's sshd (host or host:port, as in Host.Addr),
+	// the name whose known_hosts line a new container's host key replaces; empty: Address.
+	SSHAddr string
 	// SSH is the node's SSH, polled (`true`) until it answers after the container started; nil:
 	// no wait.
 	SSH Runner
@@ -169,12 +176,15 @@ func boolFlag(b bool) string {
 
 // Ensured is what EnsureContainer did.
 type Ensured struct {
-	VMID      int           `json:"vmid"`
-	Created   bool          `json:"created"`
-	Recreated bool          `json:"recreated"`
-	Started   bool          `json:"started"`
-	Drift     []string      `json:"drift,omitempty"` // settings of the existing container that differ from the wanted ones
-	Duration  time.Duration `json:"duration_ns"`
+	VMID      int      `json:"vmid"`
+	Created   bool     `json:"created"`
+	Recreated bool     `json:"recreated"`
+	Started   bool     `json:"started"`
+	Drift     []string `json:"drift,omitempty"` // settings of the existing container that differ from the wanted ones
+	// HostKey is the SHA256 fingerprint of the host key of the container it created, now pinned in
+	// known_hosts.
+	HostKey  string        `json:"host_key,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // PCT is the Proxmox host driven by pct over SSH. It is safe for concurrent use with different
@@ -185,15 +195,17 @@ type PCT struct {
 	dir            string
 	bootTimeout    time.Duration
 	cleanupTimeout time.Duration
+	knownHosts     string
+	port           int
 	log            *slog.Logger
 }
 
 // NewPCT is the Proxmox host behind host (a Client of the Proxmox host), with the template storage and
-// directory and the boot timeout of the pool's Config.
+// directory, the boot timeout and the known_hosts file of the pool's Config.
 func NewPCT(host *Client) *PCT {
 	cfg := host.pool.cfg
 	return &PCT{host: host, storage: cfg.ProxmoxStorage, dir: cfg.TemplateDir, bootTimeout: cfg.BootTimeout,
-		cleanupTimeout: cfg.ConnectTimeout + 20*time.Second, log: host.pool.log}
+		cleanupTimeout: cfg.ConnectTimeout + 20*time.Second, knownHosts: cfg.KnownHosts, port: cfg.Port, log: host.pool.log}
 }
 
 // ErrForeignContainer is an existing vmid whose container is not the one wanted (another hostname).
@@ -253,7 +265,7 @@ func (p *PCT) EnsureContainer(ctx context.Context, c Container) (Ensured, error)
 	}
 	p.log.Info("container ensured", "host", p.host.Name(), "vmid", c.VMID, "hostname", c.Hostname,
 		"created", res.Created, "recreated", res.Recreated, "started", res.Started, "drift", res.Drift,
-		"duration", res.Duration.Round(time.Millisecond))
+		"host_key", res.HostKey, "duration", res.Duration.Round(time.Millisecond))
 	return res, nil
 }
 
@@ -296,7 +308,12 @@ func (p *PCT) ensure(ctx context.Context, c Container) (Ensured, error) {
 		}
 		res.Recreated = true
 	}
-	if err := p.host.Run(ctx, Cmd{Argv: c.createArgv(), Step: "pct create " + id}); err != nil {
+	keys, err := p.host.pool.AuthorizedKeys()
+	if err != nil {
+		return res, err
+	}
+	if err := p.host.Run(ctx, Cmd{Argv: Script(createScript, append([]string{string(keys)}, c.createArgv()...)...),
+		Step: "pct create " + id}); err != nil {
 		return res, err
 	}
 	res.Created = !res.Recreated
@@ -304,7 +321,73 @@ func (p *PCT) ensure(ctx context.Context, c Container) (Ensured, error) {
 		return res, err
 	}
 	res.Started = true
+	if res.HostKey, err = p.pinHostKey(ctx, c); err != nil {
+		return res, err
+	}
 	return res, p.waitSSH(ctx, c)
+}
+
+// createScript runs pct create ($2...) with the authorized_keys lines $1 as --ssh-public-keys, which
+// pct reads from a file on the Proxmox host (pct(1): "Setup public SSH keys (one key per line,
+// OpenSSH format)"); Proxmox writes them to root's authorized_keys in the new container.
+const createScript = `f=$(mktemp) || exit
+printf '%s' "$1" >"$f" || { rm -f "$f"; exit 1; }
+shift
+"$@" --ssh-public-keys "$f"
+rc=$?
+rm -f "$f"
+exit $rc`
+
+// hostKeyFile is the container's ed25519 host key, the key cimdeploy's SSH client asks for.
+const hostKeyFile = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+// pinHostKey learns the host key of the container c it just created over the channel already trusted,
+// the Proxmox host (pct exec VMID -- cat the key), and pins it in known_hosts for c's SSH address,
+// replacing whatever was known for that address. A container made from a template gets its keys at
+// its first boot (NixOS's sshd generates missing ones when it starts), so the key is polled for up to
+// the boot timeout. It returns the key's fingerprint.
+func (p *PCT) pinHostKey(ctx context.Context, c Container) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.bootTimeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	id := strconv.Itoa(c.VMID)
+	for {
+		out, err := p.host.Output(ctx, 16<<10, "pct", "exec", id, "--", "cat", hostKeyFile)
+		var ee *ExitError
+		switch {
+		case err == nil:
+			key, _, _, _, perr := ssh.ParseAuthorizedKey(out)
+			if perr != nil {
+				return "", fmt.Errorf("container %s: %s: %w", id, hostKeyFile, perr)
+			}
+			addr := c.SSHAddr
+			if addr == "" {
+				addr = c.Address.Addr().String()
+			}
+			addr, err := hostPort(addr, p.port)
+			if err != nil {
+				return "", err
+			}
+			if err := PinHostKey(p.knownHosts, addr, key); err != nil {
+				return "", err
+			}
+			fp := ssh.FingerprintSHA256(key)
+			p.log.Info("host key of the new container pinned", "host", p.host.Name(), "vmid", c.VMID, "hostname", c.Hostname,
+				"addr", addr, "key", fp, "known_hosts", p.knownHosts)
+			return fp, nil
+		case !errors.As(err, &ee):
+			return "", err // not pct's answer: the Proxmox host's connection broke
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return "", fmt.Errorf("no host key %s in container %s within %s (CIMDEPLOY_PROXMOX_BOOT_TIMEOUT): %w", hostKeyFile, id, p.bootTimeout, err)
+			}
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // pct runs pct verb vmid.

@@ -65,6 +65,8 @@ type Pool struct {
 	log    *slog.Logger
 	out    *runLog
 	auth   []ssh.AuthMethod
+	keys   []ssh.PublicKey // of KeyFile
+	agents agent.ExtendedAgent
 	agent  io.Closer
 	probe  ssh.PublicKey
 	ctx    context.Context // cancelled by Close: ends dials in progress
@@ -95,14 +97,15 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 			return nil, err
 		}
 		p.auth = append(p.auth, ssh.PublicKeys(signer))
+		p.keys = append(p.keys, signer.PublicKey())
 	}
 	if cfg.Agent {
 		conn, err := net.Dial("unix", cfg.AgentSocket)
 		if err != nil {
 			return nil, fmt.Errorf("ssh-agent %s: %w", cfg.AgentSocket, err)
 		}
-		p.agent = conn
-		p.auth = append(p.auth, ssh.PublicKeysCallback(agent.NewClient(conn).Signers))
+		p.agent, p.agents = conn, agent.NewClient(conn)
+		p.auth = append(p.auth, ssh.PublicKeysCallback(p.agents.Signers))
 	}
 	// probe is a key no known_hosts holds: checking it lists the keys known for a host (hostKeys).
 	pub, _, err := ed25519.GenerateKey(nil)
@@ -114,6 +117,29 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
+}
+
+// AuthorizedKeys are the public keys the pool logs in with (the key file's, then the agent's), as
+// authorized_keys lines: what a new host must let in (pct create --ssh-public-keys).
+func (p *Pool) AuthorizedKeys() ([]byte, error) {
+	keys := append([]ssh.PublicKey(nil), p.keys...)
+	if p.agents != nil {
+		listed, err := p.agents.List()
+		if err != nil {
+			return nil, fmt.Errorf("ssh-agent %s: %w", p.cfg.AgentSocket, err)
+		}
+		for _, k := range listed {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no SSH key to give a new host: set CIMDEPLOY_SSH_KEY_FILE or load a key into the agent")
+	}
+	var b []byte
+	for _, k := range keys {
+		b = append(b, ssh.MarshalAuthorizedKey(k)...)
+	}
+	return b, nil
 }
 
 // loadKey reads a private key; an encrypted key needs passFile.

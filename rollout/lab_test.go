@@ -192,6 +192,11 @@ func (w *labWorld) restore(t *testing.T) {
 func labSysWorld(t *testing.T) *sysWorld {
 	w := newLabWorld(t)
 	n := w.l.Node("nats-2")
+	// A timer at systemd's default AccuracySec=1min would elapse at this spot, long after the
+	// contract's short timers are due: only the accuracy cimdeploy sets makes them fire in time.
+	if err := n.PlaceTimerSpot(time.Now().Add(40 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	other := w.build(t, func(topo *topology.Topology) { topo.Services.NATS.JetStream.MaxMemoryStore = 72 << 20 })
 	return &sysWorld{
 		sys:   w.systems["nats-2"],

@@ -208,7 +208,10 @@ func TestLabHandSwitchedNodeIsRefused(t *testing.T) {
 
 // TestLabNewNodeProvisionedThroughPCT: nats-3 has no container (powered off, unknown to pct); the
 // rollout creates it from its uploaded template with pct, it boots the template's system and joins
-// the cluster before the others are considered.
+// the cluster before the others are considered. Like every container made from a template it comes
+// up with a new SSH host key, which strict known_hosts would refuse: the rollout gives root its own
+// key (pct create --ssh-public-keys), learns the new host key over the Proxmox host (pct exec) and
+// pins it before the first SSH to the node.
 func TestLabNewNodeProvisionedThroughPCT(t *testing.T) {
 	w := newLabWorld(t)
 	ctx := t.Context()
@@ -241,6 +244,14 @@ func TestLabNewNodeProvisionedThroughPCT(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	oldKey, err := n.HostKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	knownBefore, err := os.ReadFile(w.l.KnownHosts())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := n.PowerOff(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +271,23 @@ func TestLabNewNodeProvisionedThroughPCT(t *testing.T) {
 	}
 	if err := w.l.WaitReady(ctx, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	newKey, err := n.HostKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := os.ReadFile(w.l.KnownHosts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(knownBefore), newKey) {
+		t.Errorf("nats-3's new host key was in known_hosts before it was provisioned")
+	}
+	if newKey == oldKey || !strings.Contains(string(known), n.Address().String()+" "+newKey+"\n") || strings.Contains(string(known), oldKey) {
+		t.Errorf("nats-3's host key %q (was %q): want a new one, pinned in known_hosts in place of the old:\n%s", newKey, oldKey, known)
+	}
+	if !strings.Contains(w.log.String(), "host key of the new container pinned") {
+		t.Error("the rollout log does not say it pinned the new host key")
 	}
 	t.Logf("BENCH provisioned nats-3 in %s (container %s, rejoin %s)", res.Node("nats-3").Duration.Round(time.Millisecond),
 		res.Node("nats-3").Activation.Round(time.Millisecond), res.Node("nats-3").Rejoin.Round(time.Millisecond))

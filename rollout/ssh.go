@@ -169,14 +169,23 @@ if [ -n "$bad" ] && [ "$bad" != "$4" ] && [ -L "$3-$bad-link" ]; then
 fi
 exit $rc`
 
+// timerAccuracy is the dead-man timer's AccuracySec=. systemd's default is 1min (systemd.timer(5)):
+// the timer elapses anywhere in [on-active, on-active + AccuracySec] at a per-boot spot, so a confirm
+// timeout of a few seconds could roll back up to a minute late.
+const timerAccuracy = "100ms"
+
 // armScript starts the dead-man timer, a transient timer unit cimdeploy-rollback-$1 that runs
-// rollbackScript ($6) after $2 seconds, back to generation $3 (system $4) of profile $5; prints
-// "armed" once it runs; then makes the profile's current generation a new one of toplevel $8 when
-// $7 is 0, else the existing generation $7, and prints the profile's link.
+// rollbackScript ($6) after $2 seconds (AccuracySec $9), back to generation $3 (system $4) of
+// profile $5; prints "armed" once it runs; then makes the profile's current generation a new one of
+// toplevel $8 when $7 is 0, else the existing generation $7, and prints the profile's link.
+//
+// A systemd-run unit gets the service manager's environment, not this shell's (systemd.exec(5)):
+// everything rollbackScript and switch-to-configuration need from here comes by --setenv, which is
+// PATH (for readlink, mkdir and what switch-to-configuration runs); the rest are absolute paths.
 const armScript = `set -u
 mkdir -p /run/cimdeploy
 nixenv=$(command -v nix-env) || { echo "nix-env not found" >&2; exit 1; }
-systemd-run --unit="cimdeploy-rollback-$1" --on-active="$2" --collect --quiet \
+systemd-run --unit="cimdeploy-rollback-$1" --on-active="$2" --timer-property=AccuracySec="$9" --collect --quiet \
 	--description="cimdeploy dead-man rollback $1" --setenv=PATH="$PATH" \
 	-- /bin/sh -c "$6" cimdeploy-rollback "$1" "$nixenv" "$5" "$3" "$4" || exit
 echo armed
@@ -200,7 +209,7 @@ func (s *SSHSystem) Arm(ctx context.Context, id string, d time.Duration, back, t
 	}
 	out, err := s.output(ctx, "arm the dead-man rollback "+id+" and set the system profile",
 		remote.Script(armScript, id, seconds(d), strconv.Itoa(back.Number), back.Toplevel, SystemProfile, rollbackScript,
-			strconv.Itoa(to.Number), to.Toplevel)...)
+			strconv.Itoa(to.Number), to.Toplevel, timerAccuracy)...)
 	armed, link, _ := strings.Cut(out, "\n")
 	var ee *remote.ExitError
 	switch {
@@ -259,7 +268,9 @@ else
 fi`
 
 // activateScript runs switchScript ($4) as the transient unit $1 and waits for it: the unit belongs
-// to systemd, not to this session, so a dropped connection cannot stop it. $2 the file the unit
+// to systemd, not to this session, so a dropped connection cannot stop it. Like armScript it passes
+// PATH, the only thing of this shell the unit needs (systemd.exec(5): units get the manager's
+// environment). $2 the file the unit
 // writes switch-to-configuration's exit code to, $3 toplevel. Then it prints the unit's status
 // (statusScript) and the end of its journal: one round trip for the whole activation.
 const activateScript = `set -u

@@ -104,7 +104,7 @@ type Activation struct {
 const (
 	ExitOK             = 0
 	ExitUsage          = 1   // bad action, or installing the bootloader failed
-	ExitFailed         = 2   // activation failed: the script or the switch did not complete
+	ExitFailed         = 2   // the activation script failed; the new system is current all the same
 	ExitReloadFailed   = 3   // systemd daemon-reload or systemd-tmpfiles failed
 	ExitUnitsFailed    = 4   // units failed to start: the new generation is active
 	ExitRebootRequired = 100 // the change needs a reboot to complete
@@ -118,7 +118,7 @@ func ExitMeaning(code int) string {
 	case ExitUsage:
 		return "bad action or bootloader installation failed"
 	case ExitFailed:
-		return "activation failed"
+		return "activation failed; the new generation is active"
 	case ExitReloadFailed:
 		return "systemd daemon-reload or tmpfiles failed"
 	case ExitUnitsFailed:

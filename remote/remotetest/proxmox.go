@@ -2,6 +2,7 @@ package remotetest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/cimdeploy/cimdeploy/remote"
 )
@@ -283,6 +286,16 @@ func (p *Proxmox) ensure(ctx context.Context, c remote.Container) (remote.Ensure
 	p.startLocked(n)
 	p.mu.Unlock()
 	res.Started = true
+	// A container made from a template has a host key of its own, which remote.PCT pins.
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return res, err
+	}
+	key, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return res, err
+	}
+	res.HostKey = ssh.FingerprintSHA256(key)
 	return res, p.waitSSH(ctx, c)
 }
 

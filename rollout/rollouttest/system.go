@@ -78,8 +78,10 @@ func (s *System) SetRevision(toplevel, revision string) {
 	s.revisions[toplevel] = revision
 }
 
-// FailNextActivation makes the next activation exit with code: 1 and 2 change nothing; 3, 4 and 100
-// leave the new system active, as switch-to-configuration does.
+// FailNextActivation makes the next activation exit with code: 1 changes nothing (a bad action or
+// bootloader fails before the activation); 2, 3, 4 and 100 leave the new system active, as
+// switch-to-configuration-ng does (exit 2: the activation script failed, after it had pointed
+// /run/current-system at the new system).
 func (s *System) FailNextActivation(code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -335,7 +337,7 @@ func (s *System) Activate(ctx context.Context, unit, toplevel string) (rollout.A
 		}
 	}
 	s.mu.Lock()
-	if code != 1 && code != 2 {
+	if code != 1 {
 		s.current = toplevel
 	}
 	s.logf("activate %s: exit %d", toplevel, code)
