@@ -643,7 +643,7 @@ func probe(ctx context.Context, sys System, toplevel string) error {
 
 // The pauses between a gate's probes: the first is FirstPause, each next one PauseGrowth times the
 // last, up to the gate poll setting. A node turns healthy 0.05-0.8 s after its activation on the
-// lab, so the probes are dense then (11 in the first 0.4 s) and sparse later (4 a second), instead of
+// lab, so the probes are dense then (11 in the first 0.35 s, the first at once) and sparse later (4 a second), instead of
 // one every GatePoll from the start: the gate reacts to a node healthy early within a few ms and costs
 // the node no more than a fixed poll once it takes long.
 const (
