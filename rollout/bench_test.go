@@ -21,6 +21,11 @@ import (
 //	rejoin-ms/node      the gate after the activation, until the node is healthy and clustered
 //	overhead-ms/node    the rest of a node's switch: guard, copy, dead-man timer, profile, disarm, record
 //
+// These are the engine's own figures (its Result): activation is timed around the SSH command, rejoin
+// is the gate. The overhead measured against an independent observer (the node's own activation and
+// its health seen every 5 ms) is BenchmarkZeroLossRollout's and BenchmarkGateLag's in
+// fixtures/lab/load (docs/benchmarks/overhead.md).
+//
 // go test ./rollout -run '^$' -bench LabRollingDeploy -benchtime 4x
 func BenchmarkLabRollingDeploy(b *testing.B) {
 	l := shared.Get(b)

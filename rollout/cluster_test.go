@@ -38,32 +38,80 @@ func natsCluster(t *testing.T, n int) ([]*server.Server, *rollout.NATS) {
 	c := &rollout.NATS{Servers: map[string]rollout.Server{}, Timeout: 2 * time.Second, User: "sys", Password: "pw"}
 	var servers []*server.Server
 	for i := range n {
-		sys, app := server.NewAccount("SYS"), server.NewAccount("APP")
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			HTTPHost: "127.0.0.1", HTTPPort: server.RANDOM_PORT,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-			Cluster:       server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:        server.RoutesFromStr(strings.Join(routes, ",")),
-			SystemAccount: "SYS", Accounts: []*server.Account{sys, app},
-			Users: []*server.User{{Username: "sys", Password: "pw", Account: sys}, {Username: "app", Password: "pw", Account: app}},
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
+		s := startNATS(t, fmt.Sprintf("n%d", i+1), ports[i], routes)
 		servers = append(servers, s)
-		c.Servers[opts.ServerName] = rollout.Server{Monitor: "http://" + s.MonitorAddr().String(), Client: s.ClientURL()}
+		c.Servers[s.Name()] = rollout.Server{Monitor: "http://" + s.MonitorAddr().String(), Client: s.ClientURL()}
 	}
 	return servers, c
+}
+
+// startNATS starts a nats-server named name with JetStream, monitoring, a system account user sys/pw,
+// its cluster listener on clusterPort and routes to routes; it is shut down when the test ends.
+func startNATS(t *testing.T, name string, clusterPort int, routes []string) *server.Server {
+	t.Helper()
+	sys, app := server.NewAccount("SYS"), server.NewAccount("APP")
+	opts := &server.Options{
+		ServerName: name, Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		HTTPHost: "127.0.0.1", HTTPPort: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+		Cluster:       server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: clusterPort},
+		Routes:        server.RoutesFromStr(strings.Join(routes, ",")),
+		SystemAccount: "SYS", Accounts: []*server.Account{sys, app},
+		Users: []*server.User{{Username: "sys", Password: "pw", Account: sys}, {Username: "app", Password: "pw", Account: app}},
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return s
+}
+
+// TestNATSWatchSeesARouteForm: a watch on a server that is alone sees the route to a second server
+// form (the server's INFO names a new client URL), and its connection goes with stop.
+func TestNATSWatchSeesARouteForm(t *testing.T) {
+	t.Parallel()
+	ports := []int{freePort(t), freePort(t)}
+	routes := []string{fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), fmt.Sprintf("nats://127.0.0.1:%d", ports[1])}
+	s1 := startNATS(t, "n1", ports[0], routes)
+	c := &rollout.NATS{Servers: map[string]rollout.Server{"n1": {Monitor: "http://" + s1.MonitorAddr().String(), Client: s1.ClientURL()}},
+		Timeout: 2 * time.Second, User: "sys", Password: "pw"}
+	changes, stop := c.Watch(t.Context(), "n1")
+	waitFor(t, 10*time.Second, "the watch connected", func() bool { return s1.NumClients() == 1 })
+	select {
+	case <-changes:
+		t.Fatal("a change before any route formed")
+	default:
+	}
+	startNATS(t, "n2", ports[1], routes)
+	select {
+	case <-changes:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no change within 20s of the route forming")
+	}
+	stop()
+	waitFor(t, 10*time.Second, "the watch's connection closed", func() bool { return s1.NumClients() == 0 })
+
+	// A watch of a server that refuses it sends nothing and holds nothing.
+	wrong := *c
+	wrong.Password = "nope"
+	changes, stop = wrong.Watch(t.Context(), "n1")
+	defer stop()
+	select {
+	case <-changes:
+		t.Fatal("a change from a refused watch")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := s1.NumClients(); n != 0 {
+		t.Errorf("%d clients on n1 after a refused watch, want 0", n)
+	}
 }
 
 func TestNATSClusterHealth(t *testing.T) {
