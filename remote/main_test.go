@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
+	"github.com/cimdeploy/cimdeploy/nixrunner/nixtest"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
 
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(shared.Main(leakChecked{m}))
+	os.Exit(nixtest.Main(func() int { return shared.Main(leakChecked{m}) })) // once per Nix version
 }
 
 // leakChecked runs the tests, then fails the run if a goroutine of this package or of the SSH
