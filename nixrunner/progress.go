@@ -201,7 +201,10 @@ func (p *logParser) emit(line, drv string) {
 }
 
 func (p *logParser) remember(l string) {
-	if p.firstError == "" && strings.HasPrefix(strings.TrimSpace(l), "error:") {
+	// Nix 2.8 says the cause on its first line ("error: attribute 'x' missing"); Nix 2.1x and later may
+	// open with a bare "error:" and a trace, and say the cause last ("       error: ..."). The first
+	// error line with words is the one that says what went wrong in both.
+	if t := strings.TrimSpace(l); p.firstError == "" && strings.HasPrefix(t, "error:") && t != "error:" {
 		p.firstError = l
 	}
 	if len(p.last) == lastLinesCap {
@@ -211,8 +214,9 @@ func (p *logParser) remember(l string) {
 	p.last = append(p.last, l)
 }
 
-// lastLines returns a copy of the remembered lines, oldest first. The first "error:" line, the one
-// that says what went wrong, leads them even when a long trace pushed it out of the window.
+// lastLines returns a copy of the remembered lines, oldest first. The first "error:" line with a
+// message, the one that says what went wrong, leads them even when a long trace pushed it out of the
+// window.
 func (p *logParser) lastLines() []string {
 	out := append([]string(nil), p.last...)
 	if p.firstError != "" && !slices.Contains(out, p.firstError) {
