@@ -140,7 +140,11 @@ func version(nix string) (string, error) {
 // naming the version before each run. Such a run checks that nix on PATH is the version it was started
 // for, then calls run. The runs do not write go test's cache log (-test.testlogfile): a package that
 // runs nix is never reported from the cache.
-func Main(run func() int) int {
+//
+// later are test flags added to the runs of the versions after the first, to leave out the tests that
+// run no nix: "-test.skip=^TestShims$" or "-test.run=^TestCopy". A flag the command line already sets
+// (go test -run, -skip) wins over the one of later.
+func Main(run func() int, later ...string) int {
 	if want, ok := os.LookupEnv(currentEnv); ok {
 		got, err := version("nix")
 		if err != nil || got != want {
@@ -180,9 +184,16 @@ func Main(run func() int) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 	code := 0
-	for _, n := range versions {
+	for i, n := range versions {
 		fmt.Printf("nixtest: %s (%s)\n", n.Version, n.Dir)
-		cmd := exec.Command(self, args...)
+		runArgs := args
+		if i > 0 {
+			runArgs = withFlags(args, later)
+			if len(runArgs) > len(args) {
+				fmt.Printf("nixtest: only the tests that run nix: %s\n", strings.Join(runArgs[len(args):], " "))
+			}
+		}
+		cmd := exec.Command(self, runArgs...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
 			return strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "CIMDEPLOY_NIX_BIN=")
@@ -217,4 +228,16 @@ func Main(run func() int) int {
 		}
 	}
 	return code
+}
+
+// withFlags returns args with each flag of extra ("-test.name=value") the args do not set already.
+func withFlags(args, extra []string) []string {
+	out := slices.Clone(args)
+	for _, f := range extra {
+		name, _, _ := strings.Cut(f, "=")
+		if !slices.ContainsFunc(args, func(a string) bool { return a == name || strings.HasPrefix(a, name+"=") }) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

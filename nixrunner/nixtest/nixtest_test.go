@@ -86,3 +86,12 @@ func TestVersions(t *testing.T) {
 		})
 	}
 }
+
+func TestWithFlags(t *testing.T) {
+	args := []string{"-test.v=true", "-test.run=^TestX$"}
+	got := withFlags(args, []string{"-test.run=^TestNix", "-test.skip=^TestShims$"})
+	want := []string{"-test.v=true", "-test.run=^TestX$", "-test.skip=^TestShims$"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("withFlags = %q, want %q (the command line's -run wins)", got, want)
+	}
+}
