@@ -18,8 +18,10 @@
 package nixtest
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -40,6 +42,9 @@ const (
 	// PATH must report.
 	currentEnv = "CIMDEPLOY_TEST_NIX_CURRENT"
 )
+
+// noTests is what package testing prints on stderr when no test matched (testing.MainStart's Run).
+const noTests = "testing: warning: no tests to run"
 
 // Nix is one version the tests run with.
 type Nix struct {
@@ -195,6 +200,26 @@ func Main(run func() int, later ...string) int {
 		}
 		cmd := exec.Command(self, runArgs...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		var filtered *io.PipeWriter
+		var copied chan struct{}
+		if i > 0 {
+			// A later run that leaves out every test the command line asked for says "no tests to run",
+			// which go test would report for the whole package: that line is dropped.
+			var r *io.PipeReader
+			r, filtered = io.Pipe()
+			cmd.Stderr, copied = filtered, make(chan struct{})
+			go func() {
+				defer close(copied)
+				sc := bufio.NewScanner(r)
+				sc.Buffer(make([]byte, 64<<10), 16<<20)
+				for sc.Scan() {
+					if sc.Text() != noTests {
+						fmt.Fprintln(os.Stderr, sc.Text())
+					}
+				}
+				_, _ = io.Copy(os.Stderr, r) // a line too long for the scanner: the rest as it is
+			}()
+		}
 		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
 			return strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "CIMDEPLOY_NIX_BIN=")
 		}), "PATH="+n.Dir+string(filepath.ListSeparator)+os.Getenv("PATH"), currentEnv+"="+n.Version)
@@ -216,6 +241,10 @@ func Main(run func() int, later ...string) int {
 		}()
 		err := cmd.Wait()
 		close(done)
+		if filtered != nil {
+			filtered.Close()
+			<-copied
+		}
 		if err != nil {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) {
