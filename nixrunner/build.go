@@ -14,14 +14,20 @@ type Built struct {
 	Outputs map[string]string `json:"outputs"` // output name ("out", ...) -> store path
 }
 
-// Build builds the flake output attributes attrs of the flake in flakeDir in one nix call (nix build
-// --json --no-link, so no result symlink is written) and returns one Built per attribute, in order. The
-// outputs come from --json, which Nix 2.8 and newer print alike (2.8 has no --print-out-paths). progress,
-// if not nil, is called from one goroutine at a time, never after Build returned. Outputs already valid
-// in the store are not rebuilt, and then no log line is reported.
+// Build builds the flake output attributes attrs of the flake in flakeDir (nix build --json --no-link, so
+// no result symlink is written) and returns one Built per attribute, in order. The outputs come from
+// --json, which Nix 2.8 and newer print alike (2.8 has no --print-out-paths). progress, if not nil, is
+// called from one goroutine at a time, never after Build returned. Outputs already valid in the store
+// are not rebuilt, and then no log line is reported.
+//
+// Each attribute is built by a nix call of its own, one after the other: nix build --json does not list
+// its results in the order of the installables (Nix 2.8 sorts them by derivation, NixOS/nix#7472), and
+// two attributes may have derivations of the same name, so one call's results could not be told apart.
+// Nix evaluates the flake once per call; the progress counts start again with each call.
 //
 // A failure is an *Error: KindBuild when a derivation failed (LastLines hold its log tail), KindEval
-// when an attribute did not evaluate, or KindTimeout, KindCanceled, KindNotFound.
+// when an attribute did not evaluate, or KindTimeout, KindCanceled, KindNotFound. The attributes after
+// a failed one are not built.
 func (r *Runner) Build(ctx context.Context, flakeDir string, attrs []string, progress func(Progress)) ([]Built, error) {
 	if len(attrs) == 0 {
 		return nil, errors.New("nix build: no attribute")
@@ -30,27 +36,29 @@ func (r *Runner) Build(ctx context.Context, flakeDir string, attrs []string, pro
 	if err != nil {
 		return nil, fmt.Errorf("nix build: %w", err)
 	}
-	sub := []string{"build", "--json", "--no-link"}
 	for _, a := range attrs {
 		if a == "" {
 			return nil, errors.New("nix build: empty attribute")
 		}
-		sub = append(sub, ref+"#"+a)
 	}
-	stdout, err := r.run(ctx, opBuild, r.nix, r.flakeArgs(sub...), progress)
-	if err != nil {
-		return nil, err
-	}
-	built, err := parseBuildJSON(stdout, attrs)
-	if err != nil {
-		return nil, fmt.Errorf("nix build %s: %w", ref, err)
+	built := make([]Built, 0, len(attrs))
+	for _, a := range attrs {
+		stdout, err := r.run(ctx, opBuild, r.nix, r.flakeArgs("build", "--json", "--no-link", ref+"#"+a), progress)
+		if err != nil {
+			return nil, err
+		}
+		b, err := parseBuildJSON(stdout, []string{a})
+		if err != nil {
+			return nil, fmt.Errorf("nix build %s: %w", ref, err)
+		}
+		built = append(built, b...)
 	}
 	return built, nil
 }
 
 // parseBuildJSON reads nix build --json: [{"drvPath": …, "outputs": {"out": …}}, …], one entry per
-// installable in the order given (a store-path installable has {"path": …} instead; newer Nix adds
-// fields such as startTime, which are ignored).
+// installable, which Build matches to attrs by position, so it passes one (a store-path installable has
+// {"path": …} instead; newer Nix adds fields such as startTime and stopTime, which are ignored).
 func parseBuildJSON(stdout []byte, attrs []string) ([]Built, error) {
 	var raw []struct {
 		DrvPath string            `json:"drvPath"`

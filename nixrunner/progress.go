@@ -218,7 +218,10 @@ func (p *logParser) emit(line, drv string) {
 }
 
 func (p *logParser) remember(l string) {
-	if p.firstError == "" && strings.HasPrefix(strings.TrimSpace(l), "error:") {
+	// Nix 2.8 says the cause on its first line ("error: attribute 'x' missing"); Nix 2.1x and later may
+	// open with a bare "error:" and a trace, and say the cause last ("       error: ..."). The first
+	// error line with words is the one that says what went wrong in both.
+	if t := strings.TrimSpace(l); p.firstError == "" && strings.HasPrefix(t, "error:") && t != "error:" {
 		p.firstError = l
 	}
 	if len(p.last) == lastLinesCap {
@@ -267,13 +270,34 @@ func (p *logParser) causeOf(msg string, e entry) string {
 		}
 		return name + " failed: " + strings.Join(lines, " | ")
 	}
+	trace := rest
+	if first == "" {
+		// Nix 2.2x and later open with a bare "error:", then the trace from the outermost frame in,
+		// and end with "error: <message>": the message is that last line, its place the last "at" before.
+		lines := strings.Split(rest, "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if m, ok := strings.CutPrefix(strings.TrimSpace(lines[i]), "error:"); ok && strings.TrimSpace(m) != "" {
+				first = strings.TrimSpace(m)
+				if all := traceLocation.FindAllString(strings.Join(lines[:i], "\n"), -1); len(all) > 0 {
+					trace = all[len(all)-1]
+				} else {
+					trace = ""
+				}
+				break
+			}
+		}
+	}
 	if buildFailure.MatchString(first) || first == "" {
 		return ""
 	}
 	loc := ""
 	if e.File != "" && e.Line > 0 {
-		loc = fmt.Sprintf("%s:%d:%d", sourcePath(e.File), e.Line, e.Column)
-	} else if m := traceLocation.FindStringSubmatch(rest); m != nil {
+		// Nix 2.8 gives the file's path; 2.2x its position as text, with the line and column.
+		loc = sourcePath(e.File)
+		if pos := fmt.Sprintf(":%d:%d", e.Line, e.Column); !strings.HasSuffix(loc, pos) {
+			loc += pos
+		}
+	} else if m := traceLocation.FindStringSubmatch(trace); m != nil {
 		loc = m[2]
 		if i := strings.Index(m[1], m[2]); i >= 0 {
 			loc = sourcePath(m[1][:i]) + m[1][i:]
@@ -304,8 +328,9 @@ func drvName(drv string) string {
 	return base
 }
 
-// lastLines returns a copy of the remembered lines, oldest first. The first "error:" line, the one
-// that says what went wrong, leads them even when a long trace pushed it out of the window.
+// lastLines returns a copy of the remembered lines, oldest first. The first "error:" line with a
+// message, the one that says what went wrong, leads them even when a long trace pushed it out of the
+// window.
 func (p *logParser) lastLines() []string {
 	out := append([]string(nil), p.last...)
 	if p.firstError != "" && !slices.Contains(out, p.firstError) {

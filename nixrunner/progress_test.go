@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,8 @@ type parsed struct {
 // TestParserGolden feeds recorded nix stderr streams (testdata/*.log) through the lineWriter in small
 // chunks into the logParser and compares events, last lines and classification with
 // testdata/*.golden.json (go test ./nixrunner -update rewrites them). The nix-2.8-* streams were recorded
-// from Debian's nix-bin 2.8.0; synthetic-cannot-build.log is hand-written after the newer Nix error format
+// from Debian's nix-bin 2.8.0, the nix-2.26-* streams from Debian trixie's 2.26.3 (.ci/nix-trixie) with
+// testdata/record.sh, which makes the same five flakes; synthetic-cannot-build.log is hand-written after the newer Nix error format
 // ("Cannot build '…'. Reason: …", NixOS/nix#13509) with no failed count in the builds activity, so only
 // the message tells it is a build failure, and it holds lines that are not internal-json.
 func TestParserGolden(t *testing.T) {
@@ -138,5 +140,35 @@ func TestParserKeepsLastLines(t *testing.T) {
 	last := p.lastLines()
 	if len(last) != lastLinesCap || last[0] != "f plain" {
 		t.Errorf("lastLines = %q, want %d lines from \"f plain\"", last, lastLinesCap)
+	}
+}
+
+// TestParserKeepsTheCause: the line that says what went wrong stays in LastLines however long the trace
+// around it, whether it comes first (Nix 2.8) or last after a bare "error:" and a trace (Nix 2.26).
+func TestParserKeepsTheCause(t *testing.T) {
+	t.Parallel()
+	trace := strings.Repeat("       … while evaluating something\n         at /nix/store/x-source/flake.nix:9:1:\n", lastLinesCap)
+	for _, tc := range []struct {
+		name, msg, want string
+	}{
+		{name: "nix-2.8", msg: "error: attribute 'x' missing\n" + trace, want: "error: attribute 'x' missing"},
+		{name: "nix-2.26", msg: "error:\n" + trace + "\n       error: attribute 'x' missing", want: "       error: attribute 'x' missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newLogParser(nil)
+			raw, err := json.Marshal(map[string]any{"action": "msg", "level": 0, "msg": tc.msg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.line("@nix " + string(raw))
+			last := p.lastLines()
+			if !slices.Contains(last, tc.want) {
+				t.Errorf("lastLines = %q, want them to hold %q", last, tc.want)
+			}
+			if last[0] == "error:" {
+				t.Errorf("lastLines start with a bare \"error:\": %q", last)
+			}
+		})
 	}
 }

@@ -99,14 +99,14 @@ type SSHNode struct {
 
 var _ Node = (*SSHNode)(nil)
 
-// Node is the node on host h; local nil means NixStore{}.
+// Node is the node on host h; local nil means the NixStore of the Pool's Nix (Options.Nix).
 func (p *Pool) Node(h Host, local LocalStore) (*SSHNode, error) {
 	c, err := p.Client(h)
 	if err != nil {
 		return nil, err
 	}
 	if local == nil {
-		local = NixStore{}
+		local = NixStore{Bin: nixProgram(p.nix, "nix-store")}
 	}
 	return &SSHNode{Client: c, local: local, method: p.cfg.ClosureCopy}, nil
 }
@@ -296,7 +296,7 @@ func (n *SSHNode) nixCopy(ctx context.Context, paths []string) error {
 	args := []string{"copy", "--extra-experimental-features", "nix-command", "--no-check-sigs",
 		"--to", "ssh-ng://" + n.user + "@" + host}
 	args = append(args, paths...)
-	cmd := exec.CommandContext(ctx, "nix", args...)
+	cmd := exec.CommandContext(ctx, nixProgram(n.pool.nix, "nix"), args...)
 	cmd.Env = append(os.Environ(), "NIX_SSHOPTS=-F "+conf)
 	cmd.WaitDelay = 10 * time.Second
 	var stderr tailBuffer
@@ -344,4 +344,16 @@ func splitAddr(addr string) (host, port string) {
 	i := strings.LastIndexByte(addr, ':')
 	host, port = addr[:i], addr[i+1:]
 	return strings.Trim(host, "[]"), port
+}
+
+// nixProgram is the program name (nix, nix-store) of the Nix that nix names (Options.Nix): looked up
+// in PATH when nix is empty or a bare name, else in nix's directory (nix itself when it is one).
+func nixProgram(nix, name string) string {
+	if !strings.ContainsRune(nix, '/') {
+		return name
+	}
+	if fi, err := os.Stat(nix); err == nil && fi.IsDir() {
+		return filepath.Join(nix, name)
+	}
+	return filepath.Join(filepath.Dir(nix), name)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
+	"github.com/cimdeploy/cimdeploy/nixrunner/nixtest"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
 
@@ -32,7 +33,10 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(shared.Main(leakChecked{m}))
+	// The closure copies read the controller's store with its nix-store (or nix copy): those tests run
+	// once more per Nix version (nixtest); the rest runs no nix on this side.
+	os.Exit(nixtest.Main(func() int { return shared.Main(leakChecked{m}) },
+		"-test.run=^(TestNixCopyMethod|TestContract)$/^(jump=.*|lab)$/^(CopyClosure.*)?$"))
 }
 
 // leakChecked runs the tests, then fails the run if a goroutine of this package or of the SSH

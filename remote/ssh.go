@@ -54,6 +54,10 @@ type Options struct {
 	// nil, line by line, each line prefixed with the host and the stream, and a line with each
 	// command's exit status. nil discards it.
 	Output io.Writer
+	// Nix is the controller's nix, as nixrunner.Config.Nix (CIMDEPLOY_NIX_BIN) names it: an executable or
+	// the directory holding nix and nix-store. The local store is read with the nix-store beside it and
+	// nix copy runs it, so the whole controller side uses one Nix. Empty or a bare name: from PATH.
+	Nix string
 }
 
 // Pool holds one SSH connection per host and hands out a Client per host. Connections are opened on
@@ -62,6 +66,7 @@ type Options struct {
 // goroutine the Pool started.
 type Pool struct {
 	cfg    Config
+	nix    string // Options.Nix
 	log    *slog.Logger
 	out    *runLog
 	auth   []ssh.AuthMethod
@@ -87,7 +92,7 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: cfg, log: opts.Logger, out: newRunLog(opts.Output), clients: map[string]*Client{}}
+	p := &Pool{cfg: cfg, log: opts.Logger, out: newRunLog(opts.Output), nix: opts.Nix, clients: map[string]*Client{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/nixrunner/nixtest"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
 	"github.com/cimdeploy/cimdeploy/rollout"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(controllerEnv); spec != "" {
 		os.Exit(runController(spec))
 	}
-	os.Exit(shared.Main(m))
+	os.Exit(nixtest.Main(func() int { return shared.Main(m) })) // once per Nix version
 }
 
 // labConfig is how the rollout reaches the lab: its key and known_hosts, short SSH timeouts.

@@ -50,8 +50,8 @@ func (b Build) Run(ctx context.Context, s *pipeline.StageRun) error {
 	s.Logger.Info("building", "nodes", len(run.Nodes), "workers", workers)
 	return s.EachLimit(ctx, run.Nodes, workers, func(ctx context.Context, st *pipeline.Step) error {
 		attrs := []string{toplevelAttr(st.Node), tarballAttr(system, st.Node)}
-		// One nix call per node: nix evaluates the node once and builds only the outputs that are
-		// not in the store yet; when it builds nothing, the node was cached.
+		// One Build per node (a nix call per output, nixrunner.Build): nix builds only the outputs
+		// that are not in the store yet; when it builds nothing, the node was cached.
 		builds := 0
 		built, err := b.Nix.Build(ctx, run.Workspace, attrs, func(p nixrunner.Progress) {
 			if p.Line != "" {

@@ -70,7 +70,7 @@ func openCluster(ctx context.Context, g *globalOptions, opts *runOptions) (*clus
 	if err != nil {
 		return nil, &exitError{code: exitInfra, err: err}
 	}
-	pool, err := remote.NewPool(opts.Remote, remote.Options{Logger: g.logger})
+	pool, err := remote.NewPool(opts.Remote, remote.Options{Logger: g.logger, Nix: opts.Nix.Nix})
 	if err != nil {
 		st.Close()
 		return nil, usageError(err)

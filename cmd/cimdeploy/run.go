@@ -202,7 +202,7 @@ func runPipeline(ctx context.Context, g *globalOptions, opts runOptions, hooks d
 		stages.Build{Nix: nix, Workers: opts.BuildWorkers, MemoryPerEval: opts.EvalMemoryMiB << 20},
 	}
 	if deploy {
-		pool, err := remote.NewPool(opts.Remote, remote.Options{Logger: g.logger, Output: runLog})
+		pool, err := remote.NewPool(opts.Remote, remote.Options{Logger: g.logger, Output: runLog, Nix: opts.Nix.Nix})
 		if err != nil {
 			return usageError(err)
 		}
