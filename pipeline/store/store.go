@@ -26,8 +26,9 @@ type Store struct {
 	cfg    Config
 	logger *slog.Logger
 
-	srv  *server.Server // the embedded server; nil with an external URL
-	lock *dirLock       // held on DataDir while srv runs; nil with an external URL
+	srv    *server.Server // the embedded server; nil with an external URL
+	srvLog *logMute       // silences srv's log once the store is closed
+	lock   *dirLock       // held on DataDir while srv runs; nil with an external URL
 
 	nc     *nats.Conn
 	closed chan struct{} // closed by nats once nc is closed for good
@@ -168,7 +169,8 @@ func (s *Store) startServer() error {
 		mu    sync.Mutex
 		fatal error
 	)
-	srv.SetLoggerV2(serverLog{logger: s.logger, fatal: func(msg string) {
+	s.srvLog = &logMute{}
+	srv.SetLoggerV2(serverLog{logger: s.logger, muted: s.srvLog, fatal: func(msg string) {
 		mu.Lock()
 		defer mu.Unlock()
 		if fatal == nil {
@@ -267,6 +269,7 @@ func (s *Store) shutdown() error {
 	if s.srv != nil {
 		s.srv.Shutdown()
 		s.srv.WaitForShutdown()
+		s.srvLog.mute()
 	}
 	if s.lock != nil {
 		if err := s.lock.unlock(); err != nil {
