@@ -7,12 +7,13 @@ import (
 	"io"
 	"path"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+
+	"github.com/cimdeploy/cimdeploy/gitops/events"
 )
 
 // Limits bound what a commit may hold before Checkout writes it. A pull request's tree is hostile input:
@@ -58,28 +59,15 @@ var ErrUnsafeTree = errors.New("unsafe tree")
 // TreeError names the path of a commit's tree that Checkout refused, and why. It unwraps to
 // ErrUnsafeTree.
 type TreeError struct {
-	Path   string // slash-separated, relative to the repository root; its text is bounded
+	Path   string // slash-separated, relative to the repository root; messages show it through events.Excerpt
 	Reason string
 }
 
 func (e *TreeError) Error() string {
-	return fmt.Sprintf("checkout: %s: %s", quotePath(e.Path), e.Reason)
+	return fmt.Sprintf("checkout: %s: %s", events.Excerpt(e.Path), e.Reason)
 }
 
 func (e *TreeError) Unwrap() error { return ErrUnsafeTree }
-
-// quotePath bounds a path from a tree for messages: %q of its first 200 bytes, and its length when cut.
-func quotePath(p string) string {
-	const max = 200
-	if len(p) <= max {
-		return fmt.Sprintf("%q", p)
-	}
-	cut := p[:max]
-	for !utf8.ValidString(cut) && len(cut) > 0 {
-		cut = cut[:len(cut)-1]
-	}
-	return fmt.Sprintf("%q… (%d bytes)", cut, len(p))
-}
 
 // checkTree walks the commit's tree and refuses it, with the path named, when writing it could reach
 // outside the workspace or exhaust the host:
@@ -97,7 +85,7 @@ func checkTree(ctx context.Context, s storer.EncodedObjectStorer, commit *object
 	sizer, _ := s.(interface {
 		EncodedObjectSize(plumbing.Hash) (int64, error)
 	})
-	w := treeWalk{ctx: ctx, s: s, sizer: sizer, lim: lim, kinds: map[string]filemode.FileMode{}, links: map[string]string{}}
+	w := treeWalk{ctx: ctx, s: s, sizer: sizer, lim: lim, links: map[string]string{}}
 	if err := w.walk(commit.TreeHash, ""); err != nil {
 		return err
 	}
@@ -118,9 +106,8 @@ type treeWalk struct {
 	lim     Limits
 	entries int
 	total   int64
-	kinds   map[string]filemode.FileMode // every path of the tree
-	links   map[string]string            // symlink path -> target
-	order   []string                     // symlinks in tree order
+	links   map[string]string // symlink path -> target
+	order   []string          // symlinks in tree order
 }
 
 func (w *treeWalk) walk(h plumbing.Hash, dir string) error {
@@ -129,7 +116,7 @@ func (w *treeWalk) walk(h plumbing.Hash, dir string) error {
 	}
 	t, err := object.GetTree(w.s, h)
 	if err != nil {
-		return fmt.Errorf("checkout: tree %s of %s: %w", h, quotePath(dir), err)
+		return fmt.Errorf("checkout: tree %s of %s: %w", h, events.Excerpt(dir), err)
 	}
 	for _, e := range t.Entries {
 		p := path.Join(dir, e.Name)
@@ -142,7 +129,6 @@ func (w *treeWalk) walk(h plumbing.Hash, dir string) error {
 		if w.entries++; w.entries > w.lim.MaxEntries {
 			return &TreeError{Path: p, Reason: fmt.Sprintf("the tree has more than %d entries (the checkout limit)", w.lim.MaxEntries)}
 		}
-		w.kinds[p] = e.Mode
 		switch e.Mode {
 		case filemode.Dir:
 			if err := w.walk(e.Hash, p); err != nil {
@@ -191,13 +177,13 @@ func (w *treeWalk) size(h plumbing.Hash, p string) (int64, error) {
 	if w.sizer != nil {
 		n, err := w.sizer.EncodedObjectSize(h)
 		if err != nil {
-			return 0, fmt.Errorf("checkout: blob of %s: %w", quotePath(p), err)
+			return 0, fmt.Errorf("checkout: blob of %s: %w", events.Excerpt(p), err)
 		}
 		return n, nil
 	}
 	o, err := w.s.EncodedObject(plumbing.BlobObject, h)
 	if err != nil {
-		return 0, fmt.Errorf("checkout: blob of %s: %w", quotePath(p), err)
+		return 0, fmt.Errorf("checkout: blob of %s: %w", events.Excerpt(p), err)
 	}
 	return o.Size(), nil
 }
@@ -212,16 +198,16 @@ func (w *treeWalk) linkTarget(h plumbing.Hash, p string) (string, error) {
 	}
 	b, err := object.GetBlob(w.s, h)
 	if err != nil {
-		return "", fmt.Errorf("checkout: symlink %s: %w", quotePath(p), err)
+		return "", fmt.Errorf("checkout: symlink %s: %w", events.Excerpt(p), err)
 	}
 	r, err := b.Reader()
 	if err != nil {
-		return "", fmt.Errorf("checkout: symlink %s: %w", quotePath(p), err)
+		return "", fmt.Errorf("checkout: symlink %s: %w", events.Excerpt(p), err)
 	}
 	defer r.Close()
 	data, err := io.ReadAll(io.LimitReader(r, maxLinkTarget+1))
 	if err != nil {
-		return "", fmt.Errorf("checkout: symlink %s: %w", quotePath(p), err)
+		return "", fmt.Errorf("checkout: symlink %s: %w", events.Excerpt(p), err)
 	}
 	target := string(data)
 	switch {
@@ -239,7 +225,7 @@ func (w *treeWalk) linkTarget(h plumbing.Hash, p string) (string, error) {
 // the tree is allowed when it stays inside (a dangling link reaches nothing).
 func (w *treeWalk) resolve(p string) error {
 	refuse := func(why string) error {
-		return &TreeError{Path: p, Reason: fmt.Sprintf("symlink to %s %s", quotePath(w.links[p]), why)}
+		return &TreeError{Path: p, Reason: fmt.Sprintf("symlink to %s %s", events.Excerpt(w.links[p]), why)}
 	}
 	hops := 0
 	// pending is the components still to walk, resolved is where the walk stands (inside the tree).
@@ -274,7 +260,7 @@ func (w *treeWalk) resolve(p string) error {
 		}
 		next := splitLink(strings.Join(resolved, "/"), target)
 		if next == nil {
-			return refuse(fmt.Sprintf("passes through %s, which is absolute", quotePath(here)))
+			return refuse(fmt.Sprintf("passes through %s, which is absolute", events.Excerpt(here)))
 		}
 		resolved = nil
 		pending = append(next, pending...)
