@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/ssh"
 )
 
 // TestHostileTreeIsRefused runs `cimdeploy run` on branches an attacker could push: committed symlinks
@@ -31,7 +27,7 @@ func TestHostileTreeIsRefused(t *testing.T) {
 	}
 	// Enough ".." to reach / from any workspace, then the secret's absolute path.
 	climb := strings.Repeat("../", 40) + strings.TrimPrefix(secretFile, "/")
-	keyFile, knownHosts := deployCredentials(t)
+	keyFile, knownHosts := sshIdentity(t) // the runs never reach a host
 
 	tests := []struct {
 		name   string
@@ -115,34 +111,6 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-// deployCredentials makes an SSH key and a known_hosts file, so a deploy run passes its configuration
-// checks; the runs of these tests never reach a host.
-func deployCredentials(t *testing.T) (keyFile, knownHosts string) {
-	t.Helper()
-	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile = filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(keyFile, pemEncode(block.Type, block.Bytes), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := ssh.NewPublicKey(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	knownHosts = filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(knownHosts, []byte("127.0.0.1 "+string(ssh.MarshalAuthorizedKey(pub))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return keyFile, knownHosts
-}
-
 // listDir is the names, sizes and modes under dir, as one string.
 func listDir(t *testing.T, dir string) string {
 	t.Helper()
@@ -156,8 +124,4 @@ func listDir(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
-}
-
-func pemEncode(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
