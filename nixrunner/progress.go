@@ -242,7 +242,7 @@ var (
 	// as "       > line" when they were not streamed as results.
 	quotedLog = regexp.MustCompile(`^\s*> ?(.*)$`)
 	// traceLocation is the first "at /nix/store/…-source/file.nix:12:5" of a trace.
-	traceLocation = regexp.MustCompile(`at (/nix/store/[0-9a-z]{32}-[^/\s:]+/([^\s:]+):\d+:\d+)`)
+	traceLocation = regexp.MustCompile(`at (/nix/store/[0-9a-z]{32}-[^/\s:]+/[^\s:]+:\d+:\d+)`)
 )
 
 // causeOf turns one error message of nix into the one-line cause of the failure: for a failed builder,
@@ -298,10 +298,7 @@ func (p *logParser) causeOf(msg string, e entry) string {
 			loc += pos
 		}
 	} else if m := traceLocation.FindStringSubmatch(trace); m != nil {
-		loc = m[2]
-		if i := strings.Index(m[1], m[2]); i >= 0 {
-			loc = sourcePath(m[1][:i]) + m[1][i:]
-		}
+		loc = sourcePath(m[1])
 	}
 	if loc == "" {
 		return first
