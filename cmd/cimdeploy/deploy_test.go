@@ -25,10 +25,7 @@ func TestDeployToLab(t *testing.T) {
 		labSystems[n.Name()] = n.CurrentSystem()
 	}
 	data := t.TempDir()
-	common := []string{"--repo", l.RepoDir(), "--rev", "main", "--data-dir", data, "--nix-offline",
-		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s",
-		"--confirm-timeout", "1m", "--gate-timeout", "20s", "--gate-poll", "100ms", "--activation-timeout", "30s",
-		"--preflight-timeout", "10s"}
+	common := append([]string{"--repo", l.RepoDir(), "--rev", "main"}, labFlags(l, data)...)
 	withPVE := append([]string{"--proxmox-host", l.PVE().Address().String()}, common...)
 
 	code, stdout, stderr := runCLI(t, append([]string{"rollout", "--all", "--dry-run"}, withPVE...)...)
@@ -103,6 +100,15 @@ func TestDeployToLab(t *testing.T) {
 	if got := l.Node("nats-2").CurrentSystem(); got == labSystems["nats-2"] {
 		t.Error("the second run did not switch nats-2 again")
 	}
+}
+
+// labFlags are the flags of a command that reaches l's nodes, with its state in data: SSH with the
+// lab's key and known_hosts, and timeouts short enough for a test.
+func labFlags(l *lab.Lab, data string) []string {
+	return []string{"--data-dir", data, "--nix-offline",
+		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s",
+		"--confirm-timeout", "1m", "--gate-timeout", "20s", "--gate-poll", "100ms", "--activation-timeout", "30s",
+		"--preflight-timeout", "10s"}
 }
 
 func TestRolloutUsageErrors(t *testing.T) {

@@ -28,11 +28,7 @@ func TestDeployCommitsWithHistory(t *testing.T) {
 	}
 	repo := newUserRepo(t, l.RepoDir())
 	data := t.TempDir()
-	deployArgs := []string{"--repo", repo.dir, "--data-dir", data, "--nix-offline",
-		"--proxmox-host", l.PVE().Address().String(),
-		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s",
-		"--confirm-timeout", "1m", "--gate-timeout", "20s", "--gate-poll", "100ms", "--activation-timeout", "30s",
-		"--preflight-timeout", "10s"}
+	deployArgs := append([]string{"--repo", repo.dir, "--proxmox-host", l.PVE().Address().String()}, labFlags(l, data)...)
 	deploy := func(rev string) string {
 		t.Helper()
 		start := time.Now()
