@@ -116,6 +116,9 @@ func (e *emitter) emit(ctx context.Context, typ string, data any) {
 	}
 }
 
+// NewEventID returns a new event id, a random UUID (version 4), for events published outside a run.
+func NewEventID() string { return newEventID() }
+
 func newEventID() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
