@@ -14,6 +14,7 @@ const (
 	DefaultAckWait        = 30 * time.Second
 	DefaultDedupeWindow   = 72 * time.Hour
 	DefaultPausePoll      = 5 * time.Second
+	DefaultMaxJobs        = 10000
 )
 
 // Config says how the queue hands out jobs. Every field but Paused is also a CIMDEPLOY_* variable
@@ -33,6 +34,9 @@ type Config struct {
 	DedupeWindow time.Duration `env:"CIMDEPLOY_QUEUE_DEDUPE_WINDOW, default=72h"`
 	// Replicas of the stream and buckets on an external cluster (1-5); the embedded server keeps 1.
 	Replicas int `env:"CIMDEPLOY_NATS_REPLICAS, default=1"`
+	// MaxJobs bounds the jobs stored and not yet handled; past it Enqueue fails (a flood of
+	// deliveries fills no disk).
+	MaxJobs int `env:"CIMDEPLOY_QUEUE_MAX_JOBS, default=10000"`
 	// PausePoll is how often a paused queue asks Paused again.
 	PausePoll time.Duration `env:"CIMDEPLOY_QUEUE_PAUSE_POLL, default=5s"`
 
@@ -62,6 +66,9 @@ func (c Config) withDefaults() Config {
 	if c.PausePoll == 0 {
 		c.PausePoll = DefaultPausePoll
 	}
+	if c.MaxJobs == 0 {
+		c.MaxJobs = DefaultMaxJobs
+	}
 	return c
 }
 
@@ -83,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("CIMDEPLOY_NATS_REPLICAS %d: want 1 to 5", c.Replicas))
+	}
+	if c.MaxJobs < 1 {
+		errs = append(errs, fmt.Errorf("CIMDEPLOY_QUEUE_MAX_JOBS %d: want at least 1", c.MaxJobs))
 	}
 	if c.PausePoll <= 0 {
 		errs = append(errs, fmt.Errorf("CIMDEPLOY_QUEUE_PAUSE_POLL %v: want a positive duration", c.PausePoll))

@@ -113,7 +113,7 @@ func (j Job) Subject() string {
 	return store.SubjectJobs + "." + string(j.Kind) + "." + j.Key()
 }
 
-// String names the job in logs and messages: kind, key and short commit.
+// String names the job in messages: kind, key, short commit and delivery.
 func (j Job) String() string {
-	return fmt.Sprintf("%s %s@%.12s", j.Kind, j.Key(), j.Commit)
+	return fmt.Sprintf("%s %s@%.12s (delivery %s)", j.Kind, j.Key(), j.Commit, j.Delivery)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync/atomic"
 	"time"
@@ -84,7 +85,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, logger *slog.
 		Subjects:    []string{store.SubjectJobs + ".>"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardOld,
+		// Full: a new job is refused (Enqueue fails, the sender retries later); no queued job is
+		// dropped for it.
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     int64(cfg.MaxJobs),
 		Duplicates:  cfg.DedupeWindow,
 		Replicas:    cfg.Replicas,
 		AllowDirect: true,
@@ -147,7 +151,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, logger *slog.
 			n, err := q.Depth(ctx)
 			if err != nil {
 				q.logger.Warn("queue depth", "err", err)
-				return -1
+				return math.NaN()
 			}
 			return float64(n)
 		})
@@ -159,6 +163,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, logger *slog.
 	}
 	return q, nil
 }
+
+// errCodeStreamMaxMsgs is JetStream's error code for a message the stream did not store
+// (nats-server's JSStreamStoreFailedF), which a full stream with DiscardNew answers with the
+// description "maximum messages exceeded".
+const errCodeStreamMaxMsgs jetstream.ErrorCode = 10077
 
 // deliveryState is the value of a delivery in the deliveries bucket.
 type deliveryState struct {
@@ -216,6 +225,11 @@ func (q *Queue) Enqueue(ctx context.Context, j Job) (duplicate bool, err error) 
 	}
 	ack, err := q.js.Publish(ctx, j.Subject(), data, jetstream.WithMsgID(j.Delivery), jetstream.WithExpectStream(store.StreamJobs))
 	if err != nil {
+		var api *jetstream.APIError
+		if errors.As(err, &api) && api.ErrorCode == errCodeStreamMaxMsgs {
+			return false, fmt.Errorf("enqueue %s: stream %s refused it (full at CIMDEPLOY_QUEUE_MAX_JOBS=%d, or its storage failed): %w",
+				j, store.StreamJobs, q.cfg.MaxJobs, err)
+		}
 		return false, fmt.Errorf("enqueue %s: publish to %s: %w", j, j.Subject(), err)
 	}
 	if ack.Duplicate {

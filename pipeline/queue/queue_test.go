@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sethvargo/go-envconfig"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
@@ -664,5 +665,71 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error = %v, want one naming %s", err, want)
 		}
+	}
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	t.Parallel()
+	var cfg Config
+	err := envconfig.ProcessWith(t.Context(), &envconfig.Config{Target: &cfg, Lookuper: envconfig.MapLookuper(map[string]string{
+		"CIMDEPLOY_QUEUE_MAX_VALIDATIONS": "4",
+		"CIMDEPLOY_QUEUE_DEPLOY_LEASE":    "2m",
+		"CIMDEPLOY_QUEUE_DEDUPE_WINDOW":   "24h",
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{MaxValidations: 4, DeployLease: 2 * time.Minute, AckWait: DefaultAckWait, DedupeWindow: 24 * time.Hour,
+		Replicas: 1, MaxJobs: DefaultMaxJobs, PausePoll: DefaultPausePoll}
+	if cfg.Paused != nil || cfg.MaxValidations != want.MaxValidations || cfg.DeployLease != want.DeployLease || cfg.AckWait != want.AckWait ||
+		cfg.DedupeWindow != want.DedupeWindow || cfg.Replicas != want.Replicas || cfg.MaxJobs != want.MaxJobs || cfg.PausePoll != want.PausePoll {
+		t.Errorf("config from environment = %+v, want %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestFullQueueRefusesNewJobs(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	q := openQueue(t, s.JetStream(), Config{MaxJobs: 2})
+	enqueue(t, q, deploy("d-1", "main", 1))
+	enqueue(t, q, deploy("d-2", "main", 2))
+	_, err := q.Enqueue(t.Context(), deploy("d-3", "main", 3))
+	if err == nil || !strings.Contains(err.Error(), "delivery d-3") || !strings.Contains(err.Error(), "CIMDEPLOY_QUEUE_MAX_JOBS=2") {
+		t.Errorf("Enqueue into a full queue: %v; want an error naming the delivery and the bound", err)
+	}
+	// The refused delivery is not remembered as queued: once there is room, the retry is stored.
+	h := newHandler(true)
+	work(t, q, h)
+	recv(t, h.finished, "a run that makes room")
+	waitFor(t, func() bool { return depth(t, q) < 2 }, "room in the queue")
+	if dup, err := q.Enqueue(t.Context(), deploy("d-3", "main", 3)); err != nil || dup {
+		t.Errorf("retry of the refused delivery = %v, %v; want stored", dup, err)
+	}
+}
+
+func TestJobTakenBeforeARestartRunsAfterIt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, store.Config{DataDir: dir})
+	q := openQueue(t, s.JetStream(), fastConfig())
+	h := newHandler(false)
+	h.ignoreCtx = true // the process is killed: its run never ends by itself
+	work(t, q, h)
+	t.Cleanup(func() { h.let("d-1") })
+	enqueue(t, q, deploy("d-1", "main", 1))
+	recv(t, h.started, "the run before the restart")
+	if err := s.Close(); err != nil { // nothing acknowledged, the lock not released
+		t.Fatal(err)
+	}
+
+	s = openStore(t, store.Config{DataDir: dir})
+	q = openQueue(t, s.JetStream(), fastConfig())
+	h2 := newHandler(true)
+	work(t, q, h2)
+	if j := recv(t, h2.started, "the run after the restart"); j.Delivery != "d-1" {
+		t.Errorf("ran %s after the restart, want d-1", j.Delivery)
 	}
 }

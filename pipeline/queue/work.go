@@ -31,8 +31,8 @@ type Handler interface {
 // fetchWait bounds one pull request, so that a loop notices the end of its ctx and a pause.
 const fetchWait = 5 * time.Second
 
-// Work takes jobs and runs them with h until ctx ends, then waits for the runs in progress and
-// returns nil (or the error that stopped it). Several Work loops, in one process or many sharing
+// Work takes jobs and runs them with h until ctx ends, then waits for the runs in progress (their
+// ctx ends too) and returns nil; a lost connection is logged and retried, never returned. Several Work loops, in one process or many sharing
 // the NATS, share the jobs:
 //   - latest wins per kind and key: a job taken while a newer one of its key is queued, or after a
 //     newer one started, is not run: h.Superseded is told and the job is done. A running job is
@@ -255,7 +255,6 @@ func (q *Queue) handle(ctx, runCtx context.Context, h Handler, msg jetstream.Msg
 		return
 	}
 	logger.Info("job started")
-	q.jobs.WithLabelValues(string(j.Kind), "started").Inc()
 	err = h.Run(runCtx, j)
 	if err != nil && ctx.Err() != nil {
 		logger.Info("job interrupted by shutdown: handed back", "err", err)
