@@ -73,7 +73,7 @@ func (q *Queue) lockDeploy(ctx context.Context, lost func(error)) (*deployLock, 
 }
 
 // renew puts the lock again every DeployLease/3 until release; it reports the lock lost when the key
-// changed hands or vanished, or when no renewal succeeded for a whole lease.
+// changed hands or vanished, or when no renewal succeeded for two thirds of a lease.
 func (l *deployLock) renew() {
 	defer close(l.done)
 	lease := l.q.cfg.DeployLease
@@ -99,7 +99,9 @@ func (l *deployLock) renew() {
 			last = time.Now()
 			continue
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
-		case time.Since(last) < lease:
+		case time.Since(last) < lease*2/3:
+			// Two failed renewals in a row end the hold a third of a lease before the server
+			// could hand the lock to another process.
 			l.q.logger.Warn("renew the deploy lock", "err", err)
 			continue
 		}

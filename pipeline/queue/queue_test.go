@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -390,16 +391,28 @@ func TestDeployLockIsExclusiveAndTakenOverWhenItsHolderDies(t *testing.T) {
 
 	// b's process dies: it stops renewing and never releases. a takes the lock over after the lease.
 	lb.halt()
-	lostB := make(chan error, 1)
-	la2, err := a.lockDeploy(t.Context(), func(err error) { lostB <- err })
+	lostA2 := make(chan error, 1)
+	la2, err := a.lockDeploy(t.Context(), func(err error) { lostA2 <- err })
 	if err != nil {
 		t.Fatalf("take over a lapsed lock: %v", err)
 	}
-	la2.release()
 	select {
 	case err := <-lostA:
 		t.Errorf("a's first lock reported lost after release: %v", err)
 	default:
+	}
+
+	// Another process overwrote the lock (a's lease lapsed during a partition): a learns at its
+	// next renewal that it lost it, and its deploy is told why.
+	if _, err := b.locks.Put(t.Context(), lockKey, []byte("another process")); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, lostA2, "a noticing its lock taken"); !errors.Is(err, errLockLost) {
+		t.Errorf("lost with %v, want errLockLost", err)
+	}
+	la2.release()
+	if e, err := b.locks.Get(t.Context(), lockKey); err != nil || string(e.Value()) != "another process" {
+		t.Errorf("the lock after a's release = %v; want the other process's lock untouched", err)
 	}
 }
 
