@@ -212,6 +212,8 @@ func (q *Queue) paused(ctx context.Context) bool {
 // handle decides what to do with one taken job and does it: skip it (already done), supersede it
 // (a newer one of its key), or run it. ctx is Work's; runCtx is what Run gets.
 func (q *Queue) handle(ctx, runCtx context.Context, h Handler, msg jetstream.Msg, logger *slog.Logger) {
+	// The bookkeeping before and after the run uses a context of its own, bounded by AckWait, so a
+	// shutdown during it does not leave a job run but not recorded.
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.AckWait)
 	defer cancel()
 	md, err := msg.Metadata()
@@ -251,7 +253,9 @@ func (q *Queue) handle(ctx, runCtx context.Context, h Handler, msg jetstream.Msg
 	if newer != nil {
 		logger.Info("job superseded", "by_delivery", newer.Delivery, "by_commit", newer.Commit)
 		h.Superseded(ctx, j, *newer)
-		q.finish(cleanup, msg, j, "superseded", logger)
+		after, cancelAfter := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.AckWait) // Superseded took its time
+		defer cancelAfter()
+		q.finish(after, msg, j, "superseded", logger)
 		return
 	}
 	logger.Info("job started")
@@ -269,7 +273,9 @@ func (q *Queue) handle(ctx, runCtx context.Context, h Handler, msg jetstream.Msg
 	} else {
 		logger.Info("job succeeded")
 	}
-	q.finish(cleanup, msg, j, outcome, logger)
+	after, cancelAfter := context.WithTimeout(context.WithoutCancel(ctx), q.cfg.AckWait) // the run took its time
+	defer cancelAfter()
+	q.finish(after, msg, j, outcome, logger)
 }
 
 // finish records j done, then acknowledges its message: a lost ack leaves a redelivery that done
