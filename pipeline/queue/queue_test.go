@@ -746,3 +746,29 @@ func TestJobTakenBeforeARestartRunsAfterIt(t *testing.T) {
 		t.Errorf("ran %s after the restart, want d-1", j.Delivery)
 	}
 }
+
+func TestRunLongerThanAckWaitKeepsItsJob(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	cfg := fastConfig()
+	q := openQueue(t, s.JetStream(), cfg)
+	other := openQueue(t, s.JetStream(), cfg) // a second worker that would take a job let go
+	h := newHandler(false)
+	work(t, q, h)
+	work(t, other, h)
+	enqueue(t, q, validate("v-long", 9, 1))
+	recv(t, h.started, "start of v-long")
+	// Three AckWaits pass with the run going on: kept in progress, the job is not handed out again.
+	select {
+	case j := <-h.started:
+		t.Fatalf("%s delivered again while its run went on", j.Delivery)
+	case <-time.After(3 * cfg.AckWait):
+	}
+	h.let("v-long")
+	recv(t, h.finished, "end of v-long")
+	// Recorded done and acknowledged after the long run: the queue drains.
+	waitFor(t, func() bool { return depth(t, q) == 0 }, "the acknowledged job leaving the stream")
+	if n := h.calls.Load(); n != 1 {
+		t.Errorf("Run called %d times, want 1", n)
+	}
+}
