@@ -13,10 +13,14 @@ import (
 //	KV     cimdeploy_nodes     key <node>  (RFC 1123 label)                    NodeState per node
 //	KV     cimdeploy_checks    key <hex>   (opaque, from the caller)           flake check verdicts
 //	KV     cimdeploy_leases    key <run-id>                                    runs in progress (TTL lease)
-//	(later) stream CIMDEPLOY_JOBS, WorkQueue, subjects cimdeploy.jobs.>        build jobs spread over machines
+//	stream CIMDEPLOY_JOBS      subjects cimdeploy.jobs.<kind>.<key>            queued jobs (WorkQueue, see pipeline/queue)
+//	KV     cimdeploy_deliveries key <delivery-id>                              state of a delivery's job (TTL dedupe window)
+//	KV     cimdeploy_job_keys   key <kind>.<key>                               latest job started per key (latest wins)
+//	KV     cimdeploy_locks      key deploy                                     the deploy lock (TTL lease)
+//	KV     cimdeploy_control    key pause, decision.<run-id>                   pause state and approval decisions
 //
 // Every subject cimdeploy publishes starts with "cimdeploy."; the second token names the stream
-// ("runs", later "jobs"), so streams never overlap. KV buckets live under $KV.<bucket>.> as NATS
+// ("runs", "jobs"), so streams never overlap. KV buckets live under $KV.<bucket>.> as NATS
 // defines them.
 const (
 	// StreamRuns is the stream of run events: the run history, kept MaxAge (file storage, limits
@@ -24,7 +28,9 @@ const (
 	StreamRuns = "CIMDEPLOY_RUNS"
 	// SubjectRuns is the prefix of the run event subjects: cimdeploy.runs.<run-id>.<event_type>.
 	SubjectRuns = "cimdeploy.runs"
-	// SubjectJobs is reserved for the future WorkQueue stream of build jobs (cimdeploy.jobs.>).
+	// StreamJobs is the stream of queued jobs: WorkQueue retention, a job is removed once handled.
+	StreamJobs = "CIMDEPLOY_JOBS"
+	// SubjectJobs is the prefix of the job subjects: cimdeploy.jobs.<kind>.<key>.
 	SubjectJobs = "cimdeploy.jobs"
 
 	// BucketRuns holds the latest RunSummary per run id, for fast listing.
@@ -36,6 +42,16 @@ const (
 	// BucketLeases holds a lease per run in progress, renewed by the process running it; the bucket's
 	// TTL drops the lease of a process that is gone (see MarkInterrupted).
 	BucketLeases = "cimdeploy_leases"
+	// BucketDeliveries remembers each delivery id of a queued job and its state (queued, done) for
+	// the queue's dedupe window.
+	BucketDeliveries = "cimdeploy_deliveries"
+	// BucketJobKeys holds the latest job started per queue key, so an older job is never run after
+	// a newer one of the same key.
+	BucketJobKeys = "cimdeploy_job_keys"
+	// BucketLocks holds the deploy lock; the bucket's TTL drops the lock of a process that is gone.
+	BucketLocks = "cimdeploy_locks"
+	// BucketControl holds the pause state and the approval decisions of runs.
+	BucketControl = "cimdeploy_control"
 )
 
 var (
