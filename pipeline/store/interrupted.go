@@ -160,6 +160,10 @@ func (s *Store) MarkInterrupted(ctx context.Context) ([]RunSummary, error) {
 	return marked, errors.Join(errs...)
 }
 
+// Interrupted returns the runs that Open marked interrupted: the ones this process found cut off, for it
+// to report. Two processes opening the store at once never both get a run.
+func (s *Store) Interrupted() []RunSummary { return slices.Clone(s.interrupted) }
+
 // owns reports whether this Store holds the lease of run.
 func (s *Store) owns(runID string) bool {
 	s.leaseMu.Lock()

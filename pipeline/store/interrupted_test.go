@@ -70,6 +70,9 @@ func TestInterruptedRunIsFailedAtTheNextOpen(t *testing.T) {
 		t.Fatalf("Run = %v, %v", ok, err)
 	}
 	checkInterrupted(t, sum)
+	if got := s.Interrupted(); len(got) != 1 || got[0].ID != id || got[0].Status != pipeline.StatusFailed {
+		t.Errorf("Interrupted() = %+v, want the one run Open marked", got)
+	}
 	if sum, _, _ := s.Run(t.Context(), done.id); sum.Status != pipeline.StatusSuccess || sum.Error != "" {
 		t.Errorf("a finished run was changed: %+v", sum)
 	}

@@ -46,6 +46,9 @@ type Store struct {
 	stopRenew chan struct{}       // closed to stop renewLeases; nil while it does not run
 	renewDone chan struct{}
 
+	// interrupted are the runs Open marked interrupted (Interrupted).
+	interrupted []RunSummary
+
 	closeOnce func() error
 }
 
@@ -72,7 +75,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) 
 	}
 	// Runs left running by a process that is gone are failed now, so no run stays running forever.
 	// A failure here leaves them for the next Open and does not keep the store from working.
-	if _, err := s.MarkInterrupted(ctx); err != nil {
+	marked, err := s.MarkInterrupted(ctx)
+	s.interrupted = marked
+	if err != nil {
 		if ctx.Err() != nil {
 			s.shutdown()
 			return nil, fmt.Errorf("mark interrupted runs: %w", err)
