@@ -180,7 +180,10 @@ func parseAllowedSigner(line string) (sshSigner, error) {
 	}
 	if !knownKeyTypes[field] {
 		if strings.HasSuffix(field, "-cert-v01@openssh.com") {
-			return sig, fmt.Errorf("key type %s is a certificate; name the plain key", field)
+			return sig, fmt.Errorf("key type %s is a certificate; name the plain key", quote(field, 64))
+		}
+		if !looksLikeOptions(field) {
+			return sig, fmt.Errorf("unknown key type %s", quote(field, 40))
 		}
 		if err := sig.parseOptions(field); err != nil {
 			return sig, err
@@ -211,6 +214,12 @@ func parseAllowedSigner(line string) (sshSigner, error) {
 	}
 	sig.key = key
 	return sig, nil
+}
+
+// looksLikeOptions tells an options field from a misspelt key type: it has an option=value or is
+// the one option without a value.
+func looksLikeOptions(field string) bool {
+	return strings.Contains(field, "=") || strings.EqualFold(field, "cert-authority") || strings.Contains(field, ",")
 }
 
 // principalsField splits off the first field: up to the closing quote when it starts with one, else
