@@ -24,7 +24,7 @@ type world struct {
 	daveArmored                       string
 
 	initial, cAlice, cBob, cCarol, cMallory, cFrank, cDave, cEve, unsigned string
-	moved, otherNamespace, garbled                                         string
+	moved, otherNamespace, garbled, huge                                   string
 }
 
 func newWorld(t *testing.T) *world {
@@ -59,6 +59,8 @@ func newWorld(t *testing.T) *world {
 	sig := run(t, keys, nil, []byte(raw), "ssh-keygen", "-Y", "sign", "-n", "file", "-f", aliceKey)
 	w.otherNamespace = r.hashObject(withSig(raw, sig))
 	w.garbled = r.hashObject(withSig(raw, "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH!!not base64\n-----END SSH SIGNATURE-----"))
+	big := strings.TrimSuffix(strings.Repeat(strings.Repeat("A", 76)+"\n", 1400), "\n")
+	w.huge = r.hashObject(withSig(raw, "-----BEGIN SSH SIGNATURE-----\n"+big+"\n-----END SSH SIGNATURE-----"))
 	return w
 }
 
@@ -143,6 +145,8 @@ func TestVerify(t *testing.T) {
 			wantErr: "expired 2026-01-01 00:00Z", git: true},
 		{name: "valid until after the commit", signers: line("alice@example.invalid", `valid-after="20250101",VALID-BEFORE="202606011201Z"`, w.alice),
 			commit: w.cAlice, want: "alice@example.invalid", git: true},
+		{name: "valid to the commit's second", signers: line("alice@example.invalid", `valid-before="20260601120000Z"`, w.alice),
+			commit: w.cAlice, want: "alice@example.invalid", git: true},
 		{name: "not yet valid", signers: line("alice@example.invalid", `valid-after="20260601120001Z"`, w.alice), commit: w.cAlice,
 			wantErr: "not valid until 2026-06-01 12:00Z", git: true},
 		{name: "valid from the commit's second", signers: line("alice@example.invalid", `valid-after="20260601120000Z"`, w.alice),
@@ -154,6 +158,8 @@ func TestVerify(t *testing.T) {
 			wantErr: `has an SSH signature for namespace "file", want git`, git: true},
 		{name: "garbled SSH signature", signers: line("alice@example.invalid", "", w.alice), commit: w.garbled,
 			wantErr: "has a malformed SSH signature: invalid base64", git: true},
+		{name: "huge signature", signers: line("alice@example.invalid", "", w.alice), commit: w.huge,
+			wantErr: "has a signature of 107", git: true},
 		{name: "gpg", signers: w.daveArmored, commit: w.cDave, want: "Dave <dave@example.invalid>"},
 		{name: "gpg unknown key", signers: w.daveArmored, commit: w.cEve,
 			wantErr: "is signed by GPG key 0x" + w.eveKey[len(w.eveKey)-16:] + ", which is not trusted"},
@@ -164,6 +170,8 @@ func TestVerify(t *testing.T) {
 			line("bob@example.invalid", "", w.bob), commit: w.cBob, want: "bob@example.invalid", git: true},
 		{name: "both formats: GPG", signers: line("alice@example.invalid", "", w.alice) + "\n# release key\n" + w.daveArmored +
 			line("bob@example.invalid", "", w.bob), commit: w.cDave, want: "Dave <dave@example.invalid>"},
+		{name: "both formats, CRLF", signers: strings.ReplaceAll(line("alice@example.invalid", `namespaces="git"`, w.alice)+w.daveArmored, "\n", "\r\n"),
+			commit: w.cDave, want: "Dave <dave@example.invalid>"},
 		{name: "both formats: unknown GPG key", signers: line("alice@example.invalid", "", w.alice) + w.daveArmored,
 			commit: w.cEve, wantErr: ", which is not trusted"},
 	}

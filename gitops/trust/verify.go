@@ -120,7 +120,10 @@ func (s *Signers) verifyPGP(c *object.Commit, refuse func(string, ...any) (Signe
 	default:
 		var se pgperrors.SignatureError
 		var ue pgperrors.UnsupportedError
+		var we pgperrors.WeakAlgorithmError
 		switch {
+		case errors.As(err, &we):
+			return refuse("has a GPG signature made with a weak algorithm")
 		case errors.As(err, &se):
 			return refuse("has a GPG signature that does not verify")
 		case errors.As(err, &ue):
