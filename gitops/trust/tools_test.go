@@ -123,17 +123,17 @@ func sshKey(t *testing.T, dir, name, typ string, bits ...string) (string, string
 }
 
 // gnupg makes a GnuPG home with no-passphrase ed25519 signing keys, one per user id, and returns the
-// home and the keys' fingerprints. Its agent is stopped when the test ends.
+// home and the keys' fingerprints. The daemon gpg starts for it is stopped when the test ends.
 func gnupg(t *testing.T, uids ...string) (string, []string) {
 	t.Helper()
-	// gpg-agent's socket path must be short: make the home directly under the temp directory.
+	// gpg's socket path must be short: make the home directly under the temp directory.
 	home, err := os.MkdirTemp("", "gpg")
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"GNUPGHOME=" + home}
 	t.Cleanup(func() {
-		runErr(home, env, nil, "gpgconf", "--kill", "gpg-agent")
+		runErr(home, env, nil, "gpgconf", "--kill", "all")
 		os.RemoveAll(home)
 	})
 	if err := os.Chmod(home, 0o700); err != nil {
