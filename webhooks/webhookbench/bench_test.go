@@ -232,9 +232,12 @@ func TestRun(t *testing.T) {
 // BenchmarkReceivers loads, one after the other in the same process and with the same senders and
 // payloads, a bare handler that only checks the signature, a go-playground/webhooks/v6 receiver and
 // cimdeploy's Receiver storing every job in JetStream (file storage, default sync, and fsync per
-// message). Each runs for -webhookbench.duration after a short warm-up; ns/op means nothing here:
+// message) or storing nothing. Each runs for -webhookbench.duration after a short warm-up; ns/op means nothing here:
 //
-//	go test -run '^$' -bench Receivers -benchtime 1x ./webhooks/webhookbench
+//	go test -run '^$' -bench Receivers -benchtime 1x -count 3 ./webhooks/webhookbench
+//
+// With -count, the rounds run one after the other, each receiver in turn, so a busy machine
+// weighs on all of them alike.
 func BenchmarkReceivers(b *testing.B) {
 	ds := deliveries(b)
 	type receiver struct {
@@ -252,6 +255,7 @@ func BenchmarkReceivers(b *testing.B) {
 			q, _ := newJetStreamQueue(b, true)
 			return cimdeploy(b, q)
 		}},
+		{name: "cimdeploy-nostore", handler: func(b *testing.B) http.Handler { return cimdeploy(b, discardQueue{}) }},
 	}
 	results := map[string]webhookbench.Result{}
 	for _, r := range receivers {
@@ -275,13 +279,19 @@ func BenchmarkReceivers(b *testing.B) {
 			b.ReportMetric(res.Throughput, "deliveries/s")
 			b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
-			b.Logf("%s: %v", r.name, res)
 			results[r.name] = res
+			// The targets, against this round's bare and go-playground figures.
+			bare, lib := results["bare"], results["go-playground"]
+			if strings.HasPrefix(r.name, "cimdeploy") && bare.Throughput > 0 && lib.P99 > 0 {
+				b.ReportMetric(100*res.Throughput/bare.Throughput, "%-of-bare")
+				b.ReportMetric(float64(res.P99)/float64(lib.P99), "p99/go-playground")
+			}
+			b.Logf("%s: %v", r.name, res)
 		})
 	}
-	bare, lib, cim := results["bare"], results["go-playground"], results["cimdeploy"]
-	if bare.Throughput > 0 && lib.P99 > 0 && cim.P99 > 0 {
-		b.Logf("cimdeploy keeps %.0f%% of the bare throughput (want >= 50%%); p99 %s vs go-playground %s (want lower); p99 under 10ms: %v",
-			100*cim.Throughput/bare.Throughput, cim.P99, lib.P99, cim.P99 < 10*time.Millisecond)
-	}
 }
+
+// discardQueue stores nothing: cimdeploy-nostore shows what the Receiver costs without the store.
+type discardQueue struct{}
+
+func (discardQueue) Enqueue(context.Context, queue.Job) (bool, error) { return false, nil }
