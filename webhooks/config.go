@@ -25,7 +25,7 @@ const (
 type Config struct {
 	// Repository is the infrastructure repository, owner/name. Deliveries for any other repository
 	// are ignored; the comparison ignores case, as GitHub does.
-	Repository string `env:"CIMDEPLOY_REPOSITORY"`
+	Repository string `env:"CIMDEPLOY_GITHUB_REPOSITORY"`
 	// DeployBranch is the branch whose pushes deploy (default main).
 	DeployBranch string `env:"CIMDEPLOY_DEPLOY_BRANCH, default=main"`
 	// Secret is the webhook's shared secret; New refuses an empty one.
@@ -61,7 +61,7 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if reason := repositoryProblem(c.Repository); reason != "" {
-		bad("CIMDEPLOY_REPOSITORY %q: %s", c.Repository, reason)
+		bad("CIMDEPLOY_GITHUB_REPOSITORY %q: %s", c.Repository, reason)
 	}
 	if err := checkout.ValidateRev("refs/heads/" + c.DeployBranch); err != nil {
 		bad("CIMDEPLOY_DEPLOY_BRANCH: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cimdeploy/cimdeploy/gitops/checkout"
 	"github.com/cimdeploy/cimdeploy/gitops/events"
@@ -99,7 +100,7 @@ func decide(cfg Config, event string, payload []byte) (decision, error) {
 		if err := decodeJSON(event, payload, &p); err != nil {
 			return decision{}, err
 		}
-		return decision{status: http.StatusOK, reason: reasonPing, message: "pong: " + p.Zen}, nil
+		return decision{status: http.StatusOK, reason: reasonPing, message: "pong: " + oneLine(p.Zen, 200)}, nil
 	case "push":
 		return decidePush(cfg, payload)
 	case "pull_request":
@@ -249,6 +250,21 @@ func login(u *user) string {
 		}
 	}
 	return u.Login
+}
+
+// oneLine is s without control characters, cut to at most max bytes (on a character boundary).
+func oneLine(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, ""))
+	for len(s) > max {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }
 
 // decodeJSON decodes a payload into v and names the field or the offset of a problem.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sethvargo/go-envconfig"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/queue"
@@ -809,9 +810,9 @@ func TestNew(t *testing.T) {
 		want []string
 	}{
 		{name: "no secret", cfg: Config{Repository: "a/b"}, want: []string{"webhook secret: empty"}},
-		{name: "no repository", cfg: Config{Secret: testSecret}, want: []string{"CIMDEPLOY_REPOSITORY \"\": empty"}},
+		{name: "no repository", cfg: Config{Secret: testSecret}, want: []string{"CIMDEPLOY_GITHUB_REPOSITORY \"\": empty"}},
 		{name: "everything wrong", cfg: Config{Repository: "a/b/c", DeployBranch: "ma..in", MaxBody: -1, EnqueueTimeout: -time.Second},
-			want: []string{"CIMDEPLOY_REPOSITORY \"a/b/c\": want owner/name", "CIMDEPLOY_DEPLOY_BRANCH", "'..'", "webhook secret", "CIMDEPLOY_WEBHOOK_MAX_BODY -1", "CIMDEPLOY_WEBHOOK_ENQUEUE_TIMEOUT -1s"}},
+			want: []string{"CIMDEPLOY_GITHUB_REPOSITORY \"a/b/c\": want owner/name", "CIMDEPLOY_DEPLOY_BRANCH", "'..'", "webhook secret", "CIMDEPLOY_WEBHOOK_MAX_BODY -1", "CIMDEPLOY_WEBHOOK_ENQUEUE_TIMEOUT -1s"}},
 		{name: "repository with a space", cfg: Config{Repository: "a/b c", Secret: testSecret}, want: []string{`' ' is not allowed`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -870,5 +871,42 @@ func TestConcurrent(t *testing.T) {
 	}
 	if q, d := f.count("push", outcomeQueued, ""), f.count("push", outcomeDuplicate, ""); q != 25 || d != 25 {
 		t.Errorf("queued %v, duplicate %v; want 25 and 25", q, d)
+	}
+}
+
+// TestConfigEnv: every setting but the secret comes from CIMDEPLOY_* variables, with the defaults.
+func TestConfigEnv(t *testing.T) {
+	t.Parallel()
+	var c Config
+	err := envconfig.ProcessWith(t.Context(), &envconfig.Config{Target: &c, Lookuper: envconfig.MapLookuper(map[string]string{
+		"CIMDEPLOY_GITHUB_REPOSITORY":       "acme/infra",
+		"CIMDEPLOY_WEBHOOK_ENQUEUE_TIMEOUT": "2s",
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Repository: "acme/infra", DeployBranch: "main", MaxBody: DefaultMaxBody, EnqueueTimeout: 2 * time.Second}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("config %+v, want %+v", c, want)
+	}
+}
+
+// TestPing: a ping answers 200 with its zen on one short line, whatever the zen holds.
+func TestPing(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		zen  string
+		want string
+	}{
+		{zen: "Keep it logically awesome.", want: "pong: Keep it logically awesome.\n"},
+		{zen: "two\nlines\x00\xff", want: "pong: twolines\n"},
+		{zen: strings.Repeat("é", 150), want: "pong: " + strings.Repeat("é", 100) + "\n"},
+	} {
+		f := newFixture(t, Config{})
+		body, _ := json.Marshal(map[string]any{"zen": tt.zen, "hook_id": 1})
+		w := f.post(signedHeaders("ping", "ping-1", body), body)
+		if w.Code != http.StatusOK || w.Body.String() != tt.want {
+			t.Errorf("zen %q: status %d %q, want 200 %q", tt.zen, w.Code, w.Body, tt.want)
+		}
 	}
 }
