@@ -26,6 +26,7 @@ import (
 var (
 	duration = flag.Duration("webhookbench.duration", 5*time.Second, "how long BenchmarkReceivers loads each receiver")
 	senders  = flag.Int("webhookbench.senders", 50, "concurrent senders of BenchmarkReceivers")
+	rounds   = flag.Int("webhookbench.rounds", 1, "rounds of BenchmarkReceivers, each loading every receiver in turn")
 )
 
 var secret = []byte("cimdeploy-test-secret")
@@ -234,10 +235,10 @@ func TestRun(t *testing.T) {
 // cimdeploy's Receiver storing every job in JetStream (file storage, default sync, and fsync per
 // message) or storing nothing. Each runs for -webhookbench.duration after a short warm-up; ns/op means nothing here:
 //
-//	go test -run '^$' -bench Receivers -benchtime 1x -count 3 ./webhooks/webhookbench
+//	go test -run '^$' -bench Receivers -benchtime 1x ./webhooks/webhookbench -webhookbench.rounds=3
 //
-// With -count, the rounds run one after the other, each receiver in turn, so a busy machine
-// weighs on all of them alike.
+// Each round loads every receiver in turn (unlike -count, which repeats one receiver before the
+// next), so a machine whose load changes weighs on all of them alike.
 func BenchmarkReceivers(b *testing.B) {
 	ds := deliveries(b)
 	type receiver struct {
@@ -258,36 +259,38 @@ func BenchmarkReceivers(b *testing.B) {
 		{name: "cimdeploy-nostore", handler: func(b *testing.B) http.Handler { return cimdeploy(b, discardQueue{}) }},
 	}
 	results := map[string]webhookbench.Result{}
-	for _, r := range receivers {
-		b.Run(r.name, func(b *testing.B) {
-			srv := httptest.NewServer(r.handler(b))
-			defer srv.Close()
-			url := srv.URL + "/webhooks/github"
-			if _, err := webhookbench.Run(b.Context(), url, *senders, ds, 500*time.Millisecond); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			res, err := webhookbench.Run(b.Context(), url, *senders, ds, *duration)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if res.Errors > 0 {
-				b.Errorf("%d errors", res.Errors)
-			}
-			b.ReportMetric(0, "ns/op")
-			b.ReportMetric(res.Throughput, "deliveries/s")
-			b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
-			results[r.name] = res
-			// The targets, against this round's bare and go-playground figures.
-			bare, lib := results["bare"], results["go-playground"]
-			if strings.HasPrefix(r.name, "cimdeploy") && bare.Throughput > 0 && lib.P99 > 0 {
-				b.ReportMetric(100*res.Throughput/bare.Throughput, "%-of-bare")
-				b.ReportMetric(float64(res.P99)/float64(lib.P99), "p99/go-playground")
-			}
-			b.Logf("%s: %v", r.name, res)
-		})
+	for range *rounds {
+		for _, r := range receivers {
+			b.Run(r.name, func(b *testing.B) {
+				srv := httptest.NewServer(r.handler(b))
+				defer srv.Close()
+				url := srv.URL + "/webhooks/github"
+				if _, err := webhookbench.Run(b.Context(), url, *senders, ds, 500*time.Millisecond); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				res, err := webhookbench.Run(b.Context(), url, *senders, ds, *duration)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if res.Errors > 0 {
+					b.Errorf("%d errors", res.Errors)
+				}
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(res.Throughput, "deliveries/s")
+				b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
+				results[r.name] = res
+				// The targets, against this round's bare and go-playground figures.
+				bare, lib := results["bare"], results["go-playground"]
+				if strings.HasPrefix(r.name, "cimdeploy") && bare.Throughput > 0 && lib.P99 > 0 {
+					b.ReportMetric(100*res.Throughput/bare.Throughput, "%-of-bare")
+					b.ReportMetric(float64(res.P99)/float64(lib.P99), "p99/go-playground")
+				}
+				b.Logf("%s: %v", r.name, res)
+			})
+		}
 	}
 }
 
