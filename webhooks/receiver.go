@@ -74,6 +74,7 @@ type result struct {
 	err     error      // the Queue's error, logged only
 }
 
+// ServeHTTP answers one delivery, then counts it and logs one line about it.
 func (rcv *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	res := rcv.handle(w, r)
