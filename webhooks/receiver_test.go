@@ -741,7 +741,7 @@ func TestPayloadURLsUnused(t *testing.T) {
 	hostile := func(doc map[string]any) {
 		repo := doc["repository"].(map[string]any)
 		for _, k := range []string{"clone_url", "git_url", "ssh_url", "svn_url", "url", "html_url", "mirror_url", "homepage"} {
-			repo[k] = "ext::sh -c touch% /tmp/pwned"
+			repo[k] = "ext::sh -c touch% pwned"
 		}
 		doc["compare"] = "file:///etc/passwd"
 	}
