@@ -155,7 +155,7 @@ func (a *appTokens) token(ctx context.Context) (string, error) {
 	if a.current != "" && a.now().Before(a.expires.Add(-a.refreshBefore)) {
 		return a.current, nil
 	}
-	it, resp, err := a.client.Apps.CreateInstallationToken(ctx, a.installationID, nil)
+	it, resp, err := a.client.Apps.CreateInstallationToken(ctx, a.installationID, &github.InstallationTokenOptions{})
 	if a.observe != nil {
 		a.observe("create_installation_token", resp, err)
 	}
