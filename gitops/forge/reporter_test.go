@@ -216,7 +216,10 @@ func TestValidateRunDriftNamesFiles(t *testing.T) {
 func TestDeployRunReportsDeploymentInOrder(t *testing.T) {
 	f := newFixture(t, nil, nil)
 	run, _ := runPipeline(t, t.Context(), f.rep, pipeline.KindDeploy, shaA, map[string]func(context.Context, *pipeline.StageRun) error{
-		"generate": func(_ context.Context, s *pipeline.StageRun) error { s.Run.Nodes = []string{"db-1", "web-1"}; return nil },
+		"generate": func(_ context.Context, s *pipeline.StageRun) error {
+			s.Run.Nodes = []string{"db-1", "web-1"}
+			return nil
+		},
 	})
 	f.flush(t)
 	var got []string
