@@ -487,6 +487,7 @@ func TestGitHubAppTokenAndCheckRun(t *testing.T) {
 	runPipeline(t, t.Context(), f.rep, pipeline.KindValidate, shaA, map[string]func(context.Context, *pipeline.StageRun) error{
 		"generate": func(context.Context, *pipeline.StageRun) error { return probs },
 	})
+	waitFor(t, func() bool { return len(f.srv.Accepted("checks/update")) == 2 })
 	// Within the token's life: no new token. Past expires_at minus the margin: a new one.
 	runPipeline(t, t.Context(), f.rep, pipeline.KindValidate, shaB, nil)
 	waitFor(t, func() bool { return len(f.srv.Accepted("checks/update")) == 3 })
