@@ -189,6 +189,9 @@ type jwtTransport struct {
 func (t jwtTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok, err := t.app.jwt()
 	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
 		return nil, err
 	}
 	r := req.Clone(req.Context())

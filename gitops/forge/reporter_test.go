@@ -88,8 +88,10 @@ func newFixture(t *testing.T, srvOpts []forgetest.Option, mutate func(*Config)) 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = rep.Close(ctx)
-		if strings.Contains(logs.String(), testToken) {
-			t.Errorf("the token appears in the logs:\n%s", logs.String())
+		for _, secret := range []string{testToken, "ghs_", "eyJhbGciOiJSUzI1NiI"} { // installation tokens, JWTs
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("a token (%s...) appears in the logs:\n%s", secret[:4], logs.String())
+			}
 		}
 	})
 	return &fixture{srv: srv, rep: rep, logs: logs, reg: reg}
