@@ -21,8 +21,8 @@ import (
 // ErrClosed is returned by Report and Superseded after Close.
 var ErrClosed = errors.New("github reporter closed")
 
-// errSkipped marks a call not sent because it would repeat what GitHub already shows.
-var errSkipped = errors.New("identical to the last status sent")
+// errSkipped marks a call not sent because it is not needed (wrapped with the reason).
+var errSkipped = errors.New("not needed")
 
 // maxRuns bounds the runs whose state the reporter keeps between RunStarted and RunFinished.
 const maxRuns = 1024
@@ -309,7 +309,7 @@ func (r *Reporter) Superseded(_ context.Context, sha, bySHA string) error {
 		}
 		r.mu.Unlock()
 		if len(pending) == 0 {
-			return nil, errSkipped
+			return nil, fmt.Errorf("%w: no status pending", errSkipped)
 		}
 		var resp *github.Response
 		for i, k := range pending {
@@ -344,7 +344,7 @@ func (r *Reporter) createStatus(ctx context.Context, sha, sctx, state, desc, tar
 	prev, seen := r.last[k]
 	r.mu.Unlock()
 	if seen && prev == v {
-		return nil, errSkipped
+		return nil, fmt.Errorf("%w: identical to the last status sent", errSkipped)
 	}
 	st := &github.RepoStatus{State: &state, Description: &desc, Context: &sctx}
 	if target != "" {
@@ -396,8 +396,7 @@ func (r *Reporter) deploymentStatusJob(st *runState, state, desc string) job {
 	run := st.run
 	return job{endpoint: "create_deployment_status", sha: run.Commit, run: run.ID, what: "deployment " + state, do: func(ctx context.Context) (*github.Response, error) {
 		if st.deploymentID == 0 {
-			r.logger.Warn("github deployment status not sent: the deployment was not created", "run_id", run.ID, "commit", run.Commit, "state", state)
-			return nil, errSkipped
+			return nil, fmt.Errorf("%w: the deployment was not created", errSkipped)
 		}
 		req := &github.DeploymentStatusRequest{State: &state, Description: &desc, Environment: github.String(r.cfg.Environment)}
 		if u := r.runURL(run.ID); u != "" {
@@ -446,8 +445,7 @@ func (r *Reporter) checkRunCompleteJobs(st *runState, res pipeline.Result) []job
 		first := i == 0
 		jobs = append(jobs, job{endpoint: "update_check_run", sha: run.Commit, run: run.ID, what: "check run conclusion", do: func(ctx context.Context) (*github.Response, error) {
 			if st.checkRunID == 0 {
-				r.logger.Warn("github check run not concluded: it was not created", "run_id", run.ID, "commit", run.Commit)
-				return nil, errSkipped
+				return nil, fmt.Errorf("%w: the check run was not created", errSkipped)
 			}
 			opts := github.UpdateCheckRunOptions{Name: CheckRunName, Output: &github.CheckRunOutput{
 				Title: github.String(title), Summary: github.String(summary)}}
@@ -541,7 +539,7 @@ func (r *Reporter) send(j job) {
 		resp, err := j.do(ctx)
 		cancel()
 		if errors.Is(err, errSkipped) {
-			log.Debug("github call skipped", "why", err.Error())
+			log.Info("github call skipped", "why", err.Error())
 			return
 		}
 		r.observe(j.endpoint, resp, err)

@@ -543,6 +543,12 @@ func TestReportNeverBlocksWhenGitHubHangs(t *testing.T) {
 	f := newFixture(t, nil, func(c *Config) { c.QueueSize = 4; c.RequestTimeout = time.Minute })
 	release := f.srv.Hang()
 	defer release()
+	// One call is in flight, held by the server.
+	start := pipeline.Event{Type: pipeline.RunStarted, AggregateID: "r0", Data: []byte(`{"run":{"id":"r0","commit":"` + shaA + `","kind":"validate"}}`)}
+	if err := f.rep.Report(t.Context(), start); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return f.srv.Pending() == 1 })
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -565,7 +571,7 @@ func TestReportNeverBlocksWhenGitHubHangs(t *testing.T) {
 	defer cancel()
 	err := f.rep.Close(ctx)
 	if err == nil || !strings.Contains(err.Error(), "not sent") || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Close on a hanging GitHub = %v, want the calls not sent and the deadline", err)
+		t.Errorf("Close on a hanging GitHub = %v, want the calls not sent and the deadline; logs:\n%s", err, f.logs)
 	}
 	if err := f.rep.Report(t.Context(), pipeline.Event{Type: pipeline.RunStarted, Data: []byte(`{"run":{"id":"x","commit":"c"}}`)}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Report after Close = %v, want ErrClosed", err)

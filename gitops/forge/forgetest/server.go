@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,6 +84,7 @@ type Server struct {
 	calls          int
 	start          time.Time
 	now            func() time.Time
+	pending        atomic.Int64
 }
 
 type appAuth struct {
@@ -250,7 +252,12 @@ func (s *Server) release() {
 // reporter sends.
 const maxBody = 1 << 20
 
+// Pending is the number of requests received and not answered yet (held by Hang or the latency).
+func (s *Server) Pending() int { return int(s.pending.Load()) }
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.pending.Add(1)
+	defer s.pending.Add(-1)
 	now := time.Now()
 	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), At: now}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
