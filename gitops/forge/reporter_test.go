@@ -415,8 +415,8 @@ func TestSecondaryRateLimitRetryAfterHonoured(t *testing.T) {
 
 func TestTooManyRequestsHandled(t *testing.T) {
 	// go-github v60 turns a 429 into a plain *github.ErrorResponse: Retry-After is read from its
-	// response.
-	f := newFixture(t, nil, func(c *Config) { c.SecondaryWait = 0 })
+	// response (and wins over the minute a secondary limit without one would cost).
+	f := newFixture(t, nil, func(c *Config) { c.SecondaryWait = time.Minute })
 	f.srv.TooManyRequestsNext(1, time.Second)
 	runPipeline(t, t.Context(), f.rep, pipeline.KindValidate, shaA, nil)
 	f.flush(t)
