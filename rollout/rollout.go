@@ -532,7 +532,7 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 		return fail("provision", errors.New("no Proxmox host (CIMDEPLOY_PROXMOX_HOST)"))
 	}
 	sys := r.Systems[np.Node]
-	c := remote.ContainerFor(np.Node, r.Topology.Nodes[np.Node], r.Topology.Network)
+	c := ContainerFor(np.Node, r.Topology)
 	c.Template, c.SSH = np.Template, sys
 	node := context.WithoutCancel(ctx) // a container half made is worse than one made
 	st.Progress(ctx, 1, 3, "create the container")
