@@ -128,7 +128,7 @@ func (c *Cluster) Generations(ctx context.Context, node string) ([]NodeGeneratio
 	if err != nil {
 		return nil, err
 	}
-	hist, err := c.store.NodeHistory(ctx, node)
+	hist, err := rollout.StateHistory(ctx, c.store, node)
 	if err != nil {
 		return nil, err
 	}
