@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -86,9 +87,33 @@ func Load(ctx context.Context, lookup envconfig.Lookuper) (Config, error) {
 	}
 	c := Config{lookup: lookup}
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
-		return c, &ConfigError{Err: err}
+		return c, &ConfigError{Err: nameVariable(err, lookup)}
 	}
 	return c, nil
+}
+
+// nameVariable turns go-envconfig's error, which names the struct field ("Remote: Port: strconv...")
+// into one that names the variable and its value: `CIMDEPLOY_SSH_PORT="x": strconv...`.
+func nameVariable(err error, lookup envconfig.Lookuper) error {
+	t, cur, msg := reflect.TypeOf(Config{}), err, err.Error()
+	for {
+		name, rest, ok := strings.Cut(msg, ": ")
+		f, found := t.FieldByName(name)
+		inner := errors.Unwrap(cur)
+		if !ok || !found || inner == nil {
+			return err
+		}
+		if tag, ok := f.Tag.Lookup("env"); ok {
+			variable, _, _ := strings.Cut(tag, ",")
+			variable = strings.TrimSpace(variable)
+			raw, _ := lookup.Lookup(variable)
+			return fmt.Errorf("%s=%q: %w", variable, raw, inner)
+		}
+		if f.Type.Kind() != reflect.Struct {
+			return err
+		}
+		t, cur, msg = f.Type, inner, rest
+	}
 }
 
 // BindFlag records that the command-line flag f sets variable: a problem of the variable names the

@@ -59,18 +59,24 @@ func (v *mapValue) Set(s string) error {
 
 func (v *mapValue) Type() string { return "name=ref" }
 
-// addRemoteFlags adds the SSH and Proxmox settings most often set by hand; all of remote.Config is
-// read from its CIMDEPLOY_* variables.
+// addRemoteFlags adds the SSH, Proxmox and closure copy settings most often set by hand; all of
+// remote.Config is read from its CIMDEPLOY_* variables.
 func addRemoteFlags(f *pflag.FlagSet, c *remote.Config) {
+	addSSHFlags(f, c)
+	f.StringVar(&c.ProxmoxHost, "proxmox-host", c.ProxmoxHost, "the Proxmox host: templates and new containers [CIMDEPLOY_PROXMOX_HOST]")
+	f.StringVar(&c.ProxmoxStorage, "proxmox-storage", c.ProxmoxStorage, "storage templates are uploaded to [CIMDEPLOY_PROXMOX_STORAGE]")
+	f.StringVar(&c.ClosureCopy, "closure-copy", c.ClosureCopy, "export or nix-copy [CIMDEPLOY_CLOSURE_COPY]")
+}
+
+// addSSHFlags adds how the nodes are reached: the commands that neither copy closures nor create
+// containers (rollback, generations) need no more.
+func addSSHFlags(f *pflag.FlagSet, c *remote.Config) {
 	f.StringVar(&c.User, "ssh-user", c.User, "login user on nodes and the Proxmox host [CIMDEPLOY_SSH_USER]")
 	f.IntVar(&c.Port, "ssh-port", c.Port, "SSH port of hosts whose address names none [CIMDEPLOY_SSH_PORT]")
 	f.StringVar(&c.KeyFile, "ssh-key-file", c.KeyFile, "private key to log in with [CIMDEPLOY_SSH_KEY_FILE]")
 	f.StringVar(&c.KnownHosts, "ssh-known-hosts", c.KnownHosts, "known_hosts file; hosts not in it are refused [CIMDEPLOY_SSH_KNOWN_HOSTS]")
 	f.StringVar(&c.Jump, "ssh-jump", c.Jump, "[user@]host[:port] to reach the nodes through [CIMDEPLOY_SSH_JUMP]")
 	f.DurationVar(&c.ConnectTimeout, "ssh-connect-timeout", c.ConnectTimeout, "bound on connecting to a host [CIMDEPLOY_SSH_CONNECT_TIMEOUT]")
-	f.StringVar(&c.ProxmoxHost, "proxmox-host", c.ProxmoxHost, "the Proxmox host: templates and new containers [CIMDEPLOY_PROXMOX_HOST]")
-	f.StringVar(&c.ProxmoxStorage, "proxmox-storage", c.ProxmoxStorage, "storage templates are uploaded to [CIMDEPLOY_PROXMOX_STORAGE]")
-	f.StringVar(&c.ClosureCopy, "closure-copy", c.ClosureCopy, "export or nix-copy [CIMDEPLOY_CLOSURE_COPY]")
 }
 
 // addRolloutFlags adds the rolling switch's settings: timeouts, the system account, --force (a flag

@@ -47,11 +47,11 @@ build of a dirty tree), the deployment the state store recorded for that system.
 }
 
 // addClusterFlags are the flags of commands that act on the deployed cluster without building: the
-// repository (for the topology), the state store, SSH and Proxmox, the lab.
+// repository (for the topology), the state store, SSH, the lab.
 func addClusterFlags(f *pflag.FlagSet, c *deploy.Config) {
 	addRepoFlags(f, c, "repository whose events describe the cluster", "the revision whose events describe the cluster")
 	addStoreFlags(f, &c.Store)
-	addRemoteFlags(f, &c.Remote)
+	addSSHFlags(f, &c.Remote)
 	addLabFlags(f, c, "act on the local lab (its repository, nodes and Proxmox host)")
 }
 
