@@ -44,27 +44,27 @@ func (e *TopologyError) Error() string {
 func (e *TopologyError) Unwrap() error { return e.Problems }
 
 // OpenCluster folds the topology of the repository at cfg.Rev (a checkout into the data directory,
-// removed again), opens the state store and connects (lazily) to the nodes. cfg is checked with
+// removed again), opens the state store and connects (lazily) to the nodes. Check cfg with
 // ValidateCluster first. Errors: a *ConfigError for a setting, a *TopologyError for events that do
 // not fold, anything else from the repository, the store or the network.
 func OpenCluster(ctx context.Context, cfg Config, logger *slog.Logger) (*Cluster, error) {
-	return openCluster(ctx, cfg, nil, logger)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return openCluster(ctx, cfg, nil, &checkout.Cache{Dir: cfg.Store.DataDir, Logger: logger}, logger)
 }
 
 // OpenCluster is OpenCluster over the Deployer's configuration and state store.
 func (d *Deployer) OpenCluster(ctx context.Context) (*Cluster, error) {
-	return openCluster(ctx, d.cfg, d.store, d.logger)
+	return openCluster(ctx, d.cfg, d.store, d.cache, d.logger)
 }
 
-func openCluster(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) (*Cluster, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+// openCluster is OpenCluster over st (nil: open cfg.Store, and close it with the Cluster) and cache.
+func openCluster(ctx context.Context, cfg Config, st *store.Store, cache *checkout.Cache, logger *slog.Logger) (*Cluster, error) {
 	src, err := cfg.Source()
 	if err != nil {
 		return nil, err
 	}
-	cache := &checkout.Cache{Dir: cfg.Store.DataDir, Logger: logger}
 	ws, err := cache.Checkout(ctx, src, cfg.Rev, filepath.Join(cfg.Store.DataDir, "work"))
 	if err != nil {
 		return nil, err

@@ -81,10 +81,10 @@ type RunOptions struct {
 }
 
 // Stages is the plan of a run of kind: checkout, generate, check, build, and for a deploy run publish
-// and rollout, then cleanup. The commands' output goes to output. close releases the run's
+// and rollout, then cleanup. The commands' output goes to output. release closes the run's
 // connections; call it once the run is over. A setting that does not work (an SSH key that does not
 // parse) is a *ConfigError.
-func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer) (plan []pipeline.Stage, close func(), err error) {
+func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer) (plan []pipeline.Stage, release func(), err error) {
 	cfg := &d.cfg
 	nix := d.nix.WithLog(output)
 	workDir := filepath.Join(cfg.Store.DataDir, "work")
@@ -94,13 +94,13 @@ func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer)
 		stages.Check{Nix: nix, Cache: store.CheckCache{Store: d.store}},
 		stages.Build{Nix: nix, Workers: cfg.BuildWorkers, MemoryPerEval: cfg.EvalMemoryMiB << 20},
 	}
-	close = func() {}
+	release = func() {}
 	if kind == pipeline.KindDeploy {
 		pool, err := remote.NewPool(cfg.Remote, remote.Options{Logger: d.logger, Output: output, Nix: cfg.Nix.Nix})
 		if err != nil {
 			return nil, nil, configError(err)
 		}
-		close = func() { pool.Close() }
+		release = func() { pool.Close() }
 		var px remote.Proxmox
 		if cfg.Remote.ProxmoxHost != "" {
 			host, err := pool.Client(cfg.Remote.ProxmoxSSH(""))
@@ -123,7 +123,7 @@ func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer)
 				}})
 	}
 	plan = append(plan, stages.Cleanup{WorkDir: workDir, Keep: cfg.KeepWorkspace})
-	return plan, close, nil
+	return plan, release, nil
 }
 
 // LogFile is where the commands' output of run id goes: <data dir>/logs/<id>.log.

@@ -161,3 +161,51 @@ func TestStagesOfEachKind(t *testing.T) {
 		t.Errorf("deploy stages with a key that does not parse: %v, want a *ConfigError", err)
 	}
 }
+
+// eventsRepo is a git repository holding the production cluster's events (fixtures/events).
+func eventsRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "events"), os.DirFS("../fixtures/events")); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-qm", "cluster"}} {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@cim.local"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return dir
+}
+
+// TestOpenCluster: the cluster's topology comes from the repository's events at the revision; events
+// that do not fold are a *TopologyError naming the commit. No node is connected to before it is asked.
+func TestOpenCluster(t *testing.T) {
+	t.Parallel()
+	key, kh := sshFiles(t)
+	open := func(repo string) (*Cluster, error) {
+		cfg, err := Load(t.Context(), envconfig.MapLookuper(map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": t.TempDir(),
+			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.ValidateCluster(); err != nil {
+			t.Fatal(err)
+		}
+		return OpenCluster(t.Context(), cfg, nil)
+	}
+	c, err := open(eventsRepo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := strings.Join(c.Topology.NodeNames(), " "); got != "nats-1 nats-2 nats-3" || len(c.Commit) != 40 || len(c.Rollout.Systems) != 3 {
+		t.Errorf("cluster: nodes %q, commit %q, %d systems", got, c.Commit, len(c.Rollout.Systems))
+	}
+	_, err = open(brokenRepo(t))
+	var te *TopologyError
+	if !errors.As(err, &te) || len(te.Problems) == 0 || len(te.Commit) != 40 || !strings.Contains(err.Error(), "0001-broken.json") {
+		t.Errorf("OpenCluster of broken events = %v, want a *TopologyError", err)
+	}
+}
