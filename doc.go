@@ -5,4 +5,6 @@
 //  3. webhooks turns a GitHub push or pull request into a pipeline.Run; stages check and build the flake.
 //  4. remote uploads templates to Proxmox and copies closures to nodes over SSH.
 //  5. The rollout switches nodes one at a time behind NATS health gates and rolls back by itself.
+//
+// Package deploy assembles a run from the configuration, for the CLI (cmd/cimdeploy) and a server alike.
 package cimdeploy

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -77,27 +76,6 @@ type Container struct {
 	// Recreate destroys an existing container and creates it anew. Never set it by default: it
 	// loses the container's state.
 	Recreate bool
-}
-
-// ContainerFor is the container of node name as the topology describes it (without Template and SSH).
-func ContainerFor(name string, n topology.Node, network topology.Network) Container {
-	iface := n.Interface
-	if iface == "" {
-		iface = "eth0"
-	}
-	return Container{
-		VMID:         n.Proxmox.VMID,
-		Hostname:     name,
-		Cores:        n.Proxmox.Cores,
-		MemoryMiB:    n.Proxmox.MemoryMiB,
-		Storage:      n.Proxmox.Storage,
-		Interface:    iface,
-		Bridge:       n.Proxmox.Bridge,
-		Address:      netip.PrefixFrom(n.Address, n.PrefixLength),
-		Gateway:      network.Gateway,
-		Unprivileged: n.Proxmox.Unprivileged,
-		Features:     n.Proxmox.Features,
-	}
 }
 
 var (

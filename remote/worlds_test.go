@@ -17,6 +17,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
 	"github.com/cimdeploy/cimdeploy/remote"
 	"github.com/cimdeploy/cimdeploy/remote/remotetest"
+	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
 // fakeWorld is the contract suite's world of in-memory fakes.
@@ -186,7 +187,7 @@ func labWorld(t *testing.T) *world {
 			// which pct start boots. Afterwards the lab is as it was: nats-2 runs, the ledger is empty.
 			n := l.Node("nats-2")
 			topo := l.Topology()
-			c := remote.ContainerFor(n.Name(), topo.Nodes[n.Name()], topo.Network)
+			c := rollout.ContainerFor(n.Name(), topo)
 			ledger := filepath.Join(l.PVE().Dir(), "state", "pct", strconv.Itoa(c.VMID)+".json")
 			if _, err := os.Stat(ledger); err == nil {
 				t.Fatalf("pct ledger has %s already", ledger)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/remote"
@@ -63,4 +64,26 @@ func (r *Rollout) Deploy(ctx context.Context, req Request, tr Tracker) (*Plan, *
 		return nil, nil, err
 	}
 	return plan, r.Run(ctx, plan, tr), nil
+}
+
+// ContainerFor is the container of node name as the topology describes it (without Template and SSH).
+func ContainerFor(name string, top *topology.Topology) remote.Container {
+	n := top.Nodes[name]
+	iface := n.Interface
+	if iface == "" {
+		iface = "eth0"
+	}
+	return remote.Container{
+		VMID:         n.Proxmox.VMID,
+		Hostname:     name,
+		Cores:        n.Proxmox.Cores,
+		MemoryMiB:    n.Proxmox.MemoryMiB,
+		Storage:      n.Proxmox.Storage,
+		Interface:    iface,
+		Bridge:       n.Proxmox.Bridge,
+		Address:      netip.PrefixFrom(n.Address, n.PrefixLength),
+		Gateway:      top.Network.Gateway,
+		Unprivileged: n.Proxmox.Unprivileged,
+		Features:     n.Proxmox.Features,
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
 
@@ -46,12 +45,12 @@ type Observation struct {
 	Node      string `json:"node"`
 	Reachable bool   `json:"reachable"`
 	// Problem is why the node is unreachable or unhealthy ("" when it is neither).
-	Problem     string          `json:"problem,omitempty"`
-	Healthy     bool            `json:"healthy"`
-	Current     string          `json:"current,omitempty"`
-	Generations []Generation    `json:"generations,omitempty"`
-	Container   string          `json:"container,omitempty"` // remote.ContainerState of an unreachable node
-	Record      store.NodeState `json:"record"`
+	Problem     string       `json:"problem,omitempty"`
+	Healthy     bool         `json:"healthy"`
+	Current     string       `json:"current,omitempty"`
+	Generations []Generation `json:"generations,omitempty"`
+	Container   string       `json:"container,omitempty"` // remote.ContainerState of an unreachable node
+	Record      NodeState    `json:"record"`
 }
 
 // NodePlan is one node's part of a Plan.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
@@ -33,7 +32,7 @@ func TestPlanGolden(t *testing.T) {
 			Generations: gens(node, len(commits), commits...)}
 	}
 	recorded := func(o rollout.Observation, commit string) rollout.Observation {
-		o.Record = store.NodeState{Node: o.Node, Commit: commit, Toplevel: built(o.Node, commit), Generation: len(o.Generations),
+		o.Record = rollout.NodeState{Node: o.Node, Commit: commit, Toplevel: built(o.Node, commit), Generation: len(o.Generations),
 			Deployed: t0, RunID: "run-" + commit}
 		return o
 	}

@@ -11,17 +11,8 @@ import (
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
-	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
-
-// States is where the rollout reads and records what is deployed on each node; *store.Store is one.
-type States interface {
-	Node(ctx context.Context, name string) (store.NodeState, uint64, error)
-	PutNode(ctx context.Context, st store.NodeState, expected uint64) (uint64, error)
-}
-
-var _ States = (*store.Store)(nil)
 
 // Rollout switches a NATS cluster's nodes one at a time behind health gates. Build its plan with
 // Plan (or Observe and NewPlan), then Run it. A Rollout runs one plan at a time.
@@ -128,7 +119,7 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 func (r *Rollout) observe(ctx context.Context, name string) (Observation, error) {
 	o := Observation{Node: name}
 	if r.States != nil {
-		rec, _, err := r.States.Node(ctx, name)
+		rec, _, err := ReadState(ctx, r.States, name)
 		if err != nil {
 			return o, fmt.Errorf("state of %s: %w", name, err)
 		}
@@ -532,7 +523,7 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 		return fail("provision", errors.New("no Proxmox host (CIMDEPLOY_PROXMOX_HOST)"))
 	}
 	sys := r.Systems[np.Node]
-	c := remote.ContainerFor(np.Node, r.Topology.Nodes[np.Node], r.Topology.Network)
+	c := ContainerFor(np.Node, r.Topology)
 	c.Template, c.SSH = np.Template, sys
 	node := context.WithoutCancel(ctx) // a container half made is worse than one made
 	st.Progress(ctx, 1, 3, "create the container")
@@ -702,7 +693,7 @@ func (r *Rollout) poll(ctx context.Context, timeout time.Duration, changes <-cha
 
 // recordAt records that node runs np's target at generation gen, clearing an earlier failure.
 func (r *Rollout) recordAt(ctx context.Context, plan *Plan, np NodePlan, gen int, log *slog.Logger) error {
-	return r.update(ctx, np.Node, log, func(st *store.NodeState) bool {
+	return r.update(ctx, np.Node, log, func(st *NodeState) bool {
 		if st.Toplevel == np.Target && st.Generation == gen && st.FailedCommit == "" && (np.TargetCommit == "" || st.Commit == np.TargetCommit) {
 			return false
 		}
@@ -710,7 +701,7 @@ func (r *Rollout) recordAt(ctx context.Context, plan *Plan, np NodePlan, gen int
 		if commit == "" && st.Toplevel == np.Target {
 			commit = st.Commit
 		}
-		*st = store.NodeState{Node: np.Node, Commit: commit, Toplevel: np.Target, Generation: gen,
+		*st = NodeState{Node: np.Node, Commit: commit, Toplevel: np.Target, Generation: gen,
 			Deployed: r.now().UTC(), RunID: plan.RunID}
 		return true
 	})
@@ -719,7 +710,7 @@ func (r *Rollout) recordAt(ctx context.Context, plan *Plan, np NodePlan, gen int
 // recordFailure records that np's commit failed on the node, which runs back again (a node without a
 // record gets back as its deployed state, so that its guard works from now on).
 func (r *Rollout) recordFailure(ctx context.Context, plan *Plan, np NodePlan, back Generation, reason string, log *slog.Logger) {
-	_ = r.update(ctx, np.Node, log, func(st *store.NodeState) bool {
+	_ = r.update(ctx, np.Node, log, func(st *NodeState) bool {
 		if st.Toplevel == "" && back.Toplevel != "" {
 			st.Toplevel, st.Generation, st.Commit, st.RunID, st.Deployed = back.Toplevel, back.Number, np.CurrentCommit, plan.RunID, r.now().UTC()
 		}
@@ -730,7 +721,7 @@ func (r *Rollout) recordFailure(ctx context.Context, plan *Plan, np NodePlan, ba
 }
 
 // update is a read-modify-write of a node's state; change returns false when nothing is to be written.
-func (r *Rollout) update(ctx context.Context, node string, log *slog.Logger, change func(*store.NodeState) bool) error {
+func (r *Rollout) update(ctx context.Context, node string, log *slog.Logger, change func(*NodeState) bool) error {
 	if r.States == nil {
 		return nil
 	}
@@ -738,16 +729,16 @@ func (r *Rollout) update(ctx context.Context, node string, log *slog.Logger, cha
 	defer cancel()
 	var err error
 	for range 5 {
-		var st store.NodeState
+		var st NodeState
 		var rev uint64
-		if st, rev, err = r.States.Node(ctx, node); err != nil {
+		if st, rev, err = ReadState(ctx, r.States, node); err != nil {
 			break
 		}
 		st.Node = node
 		if !change(&st) {
 			return nil
 		}
-		if _, err = r.States.PutNode(ctx, st, rev); !errors.Is(err, store.ErrConflict) {
+		if _, err = WriteState(ctx, r.States, st, rev); !isConflict(err) {
 			break
 		}
 	}

@@ -37,7 +37,7 @@ func TestFakeCleanRollingDeployFollowersFirstLeaderLast(t *testing.T) {
 		if want := "cimdeploy-switch-" + name + "-run-b"; !slices.Equal(s.Activations(), []string{want}) {
 			t.Errorf("%s activations %v, want [%s]", name, s.Activations(), want)
 		}
-		st, _, err := w.store.Node(t.Context(), name)
+		st, _, err := rollout.ReadState(t.Context(), w.store, name)
 		if err != nil || st.Commit != "b" || st.Toplevel != built(name, "b") || st.Generation != 2 || st.RunID != "run-b" {
 			t.Errorf("%s state %+v, %v", name, st, err)
 		}
@@ -102,7 +102,7 @@ func TestFakeActivationFailuresRollBack(t *testing.T) {
 					t.Errorf("%s was touched after nats-1 failed (skip %q)", other, rec.skipped[other])
 				}
 			}
-			st, _, _ := w.store.Node(t.Context(), "nats-1")
+			st, _, _ := rollout.ReadState(t.Context(), w.store, "nats-1")
 			if st.FailedCommit != "b" || st.Toplevel != base("nats-1") || st.Generation != 1 || !strings.Contains(st.FailedReason, tc.says) {
 				t.Errorf("state %+v", st)
 			}
@@ -143,7 +143,7 @@ func TestFakeBrokenCommitFailsGateRollsBackAndIsNotRetried(t *testing.T) {
 	if fixed.Status != rollout.StatusSuccess {
 		t.Fatalf("newer commit: %s %s", fixed.Status, fixed.Error)
 	}
-	if st, _, _ := w.store.Node(t.Context(), "nats-2"); st.FailedCommit != "" || st.Commit != "c" {
+	if st, _, _ := rollout.ReadState(t.Context(), w.store, "nats-2"); st.FailedCommit != "" || st.Commit != "c" {
 		t.Errorf("state after success %+v", st)
 	}
 }
@@ -288,7 +288,7 @@ func TestFakeRevertAll(t *testing.T) {
 		if w.systems[n].Running() != base(n) {
 			t.Errorf("%s runs %s after --revert-all", n, w.systems[n].Running())
 		}
-		st, _, _ := w.store.Node(t.Context(), n)
+		st, _, _ := rollout.ReadState(t.Context(), w.store, n)
 		if st.Toplevel != base(n) || st.Generation != 1 {
 			t.Errorf("%s state %+v", n, st)
 		}
@@ -317,7 +317,7 @@ func TestFakeRollbackToGeneration(t *testing.T) {
 	if s.Running() != base("nats-2") || !slices.Equal(generationNumbers(gens), []int{1, 2}) || rollout.CurrentGeneration(gens).Number != 1 {
 		t.Errorf("runs %s, generations %+v", s.Running(), gens)
 	}
-	if st, _, _ := w.store.Node(t.Context(), "nats-2"); st.Commit != "a" || st.Generation != 1 {
+	if st, _, _ := rollout.ReadState(t.Context(), w.store, "nats-2"); st.Commit != "a" || st.Generation != 1 {
 		t.Errorf("state %+v", st)
 	}
 }
@@ -349,7 +349,7 @@ func TestFakeProvisionNewNode(t *testing.T) {
 		t.Errorf("container %+v %s", c, st)
 	}
 	w.healthy(t)
-	if st, _, _ := w.store.Node(t.Context(), "nats-4"); st.Toplevel != built("nats-4", "b") || st.Commit != "b" {
+	if st, _, _ := rollout.ReadState(t.Context(), w.store, "nats-4"); st.Toplevel != built("nats-4", "b") || st.Commit != "b" {
 		t.Errorf("state %+v", st)
 	}
 }

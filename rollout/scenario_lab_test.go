@@ -39,7 +39,7 @@ func TestLabRollingDeployThenRollbackToGeneration(t *testing.T) {
 		if v, err := n.Varz(ctx); err != nil || v.JetStream.Config.MaxMemory != newMax {
 			t.Errorf("%s max_memory %d (%v), want %d", n.Name(), v.JetStream.Config.MaxMemory, err, newMax)
 		}
-		st, _, err := w.store.Node(ctx, n.Name())
+		st, _, err := rollout.ReadState(ctx, w.store, n.Name())
 		if err != nil || st.Commit != "c2" || st.Toplevel != tops[n.Name()] || st.Generation != nr.Generation {
 			t.Errorf("%s state %+v %v", n.Name(), st, err)
 		}
@@ -105,7 +105,7 @@ func TestLabBrokenCommitFailsTheGateAndRollsBack(t *testing.T) {
 	if err := w.l.WaitReady(ctx, 10*time.Second); err != nil {
 		t.Fatalf("the cluster is not healthy after the rollback: %v", err)
 	}
-	st, _, _ := w.store.Node(ctx, first)
+	st, _, _ := rollout.ReadState(ctx, w.store, first)
 	if st.FailedCommit != "bad" || st.Toplevel != w.baseline[first] {
 		t.Errorf("state %+v", st)
 	}

@@ -26,6 +26,7 @@ func TestDeployToLab(t *testing.T) {
 	}
 	data := t.TempDir()
 	common := append([]string{"--repo", l.RepoDir(), "--rev", "main"}, labFlags(l, data)...)
+	look := append([]string{"--repo", l.RepoDir(), "--rev", "main"}, clusterFlags(l, data)...)
 	withPVE := append([]string{"--proxmox-host", l.PVE().Address().String()}, common...)
 
 	code, stdout, stderr := runCLI(t, append([]string{"rollout", "--all", "--dry-run"}, withPVE...)...)
@@ -65,7 +66,7 @@ func TestDeployToLab(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, stdout, stderr = runCLI(t, append([]string{"generations", "--node", "nats-1", "--json"}, common...)...)
+	code, stdout, stderr = runCLI(t, append([]string{"generations", "--node", "nats-1", "--json"}, look...)...)
 	var gens []struct {
 		Generation int    `json:"generation"`
 		Current    bool   `json:"current"`
@@ -79,7 +80,7 @@ func TestDeployToLab(t *testing.T) {
 	if g := gens[1]; g.Generation != 2 || !g.Current || !g.Running || g.Commit != commit || g.Revision != commit {
 		t.Errorf("generation 2 %+v, want it current, running, from commit %s", g, commit)
 	}
-	code, stdout, _ = runCLI(t, append([]string{"generations", "--node", "nats-1"}, common...)...)
+	code, stdout, _ = runCLI(t, append([]string{"generations", "--node", "nats-1"}, look...)...)
 	if code != exitOK || !strings.Contains(stdout, commit[:12]) || !strings.Contains(stdout, "GENERATION") {
 		t.Errorf("generations = %d\n%s", code, stdout)
 	}
@@ -102,13 +103,19 @@ func TestDeployToLab(t *testing.T) {
 	}
 }
 
-// labFlags are the flags of a command that reaches l's nodes, with its state in data: SSH with the
-// lab's key and known_hosts, and timeouts short enough for a test.
+// labFlags are the flags of a command that switches l's nodes, with its state in data: SSH with the
+// lab's key and known_hosts (clusterFlags), offline Nix, and rollout timeouts short enough for a test.
 func labFlags(l *lab.Lab, data string) []string {
-	return []string{"--data-dir", data, "--nix-offline",
-		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s",
+	return append(clusterFlags(l, data), "--nix-offline",
 		"--confirm-timeout", "1m", "--gate-timeout", "20s", "--gate-poll", "100ms", "--activation-timeout", "30s",
-		"--preflight-timeout", "10s"}
+		"--preflight-timeout", "10s")
+}
+
+// clusterFlags are the flags of a command that only looks at l's nodes (generations): the state in
+// data, SSH with the lab's key and known_hosts.
+func clusterFlags(l *lab.Lab, data string) []string {
+	return []string{"--data-dir", data,
+		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s"}
 }
 
 func TestRolloutUsageErrors(t *testing.T) {

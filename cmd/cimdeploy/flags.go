@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/nixrunner"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
@@ -58,24 +59,30 @@ func (v *mapValue) Set(s string) error {
 
 func (v *mapValue) Type() string { return "name=ref" }
 
-// addRemoteFlags adds the SSH and Proxmox settings most often set by hand; all of remote.Config is
-// read from its CIMDEPLOY_* variables.
+// addRemoteFlags adds the SSH, Proxmox and closure copy settings most often set by hand; all of
+// remote.Config is read from its CIMDEPLOY_* variables.
 func addRemoteFlags(f *pflag.FlagSet, c *remote.Config) {
+	addSSHFlags(f, c)
+	f.StringVar(&c.ProxmoxHost, "proxmox-host", c.ProxmoxHost, "the Proxmox host: templates and new containers [CIMDEPLOY_PROXMOX_HOST]")
+	f.StringVar(&c.ProxmoxStorage, "proxmox-storage", c.ProxmoxStorage, "storage templates are uploaded to [CIMDEPLOY_PROXMOX_STORAGE]")
+	f.StringVar(&c.ClosureCopy, "closure-copy", c.ClosureCopy, "export or nix-copy [CIMDEPLOY_CLOSURE_COPY]")
+}
+
+// addSSHFlags adds how the nodes are reached: the commands that neither copy closures nor create
+// containers (rollback, generations) need no more.
+func addSSHFlags(f *pflag.FlagSet, c *remote.Config) {
 	f.StringVar(&c.User, "ssh-user", c.User, "login user on nodes and the Proxmox host [CIMDEPLOY_SSH_USER]")
 	f.IntVar(&c.Port, "ssh-port", c.Port, "SSH port of hosts whose address names none [CIMDEPLOY_SSH_PORT]")
 	f.StringVar(&c.KeyFile, "ssh-key-file", c.KeyFile, "private key to log in with [CIMDEPLOY_SSH_KEY_FILE]")
 	f.StringVar(&c.KnownHosts, "ssh-known-hosts", c.KnownHosts, "known_hosts file; hosts not in it are refused [CIMDEPLOY_SSH_KNOWN_HOSTS]")
 	f.StringVar(&c.Jump, "ssh-jump", c.Jump, "[user@]host[:port] to reach the nodes through [CIMDEPLOY_SSH_JUMP]")
 	f.DurationVar(&c.ConnectTimeout, "ssh-connect-timeout", c.ConnectTimeout, "bound on connecting to a host [CIMDEPLOY_SSH_CONNECT_TIMEOUT]")
-	f.StringVar(&c.ProxmoxHost, "proxmox-host", c.ProxmoxHost, "the Proxmox host: templates and new containers [CIMDEPLOY_PROXMOX_HOST]")
-	f.StringVar(&c.ProxmoxStorage, "proxmox-storage", c.ProxmoxStorage, "storage templates are uploaded to [CIMDEPLOY_PROXMOX_STORAGE]")
-	f.StringVar(&c.ClosureCopy, "closure-copy", c.ClosureCopy, "export or nix-copy [CIMDEPLOY_CLOSURE_COPY]")
 }
 
-// addRolloutFlags adds the rolling switch's settings: timeouts, the system account, --force and
-// --revert-all.
-func addRolloutFlags(f *pflag.FlagSet, o *runOptions) {
-	c := &o.Rollout
+// addRolloutFlags adds the rolling switch's settings: timeouts, the system account, --force (a flag
+// only, never the environment) and --revert-all.
+func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
+	c := &cfg.Rollout
 	f.DurationVar(&c.ConfirmTimeout, "confirm-timeout", c.ConfirmTimeout, "dead-man timer: a node not confirmed this long after its switch began rolls itself back [CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT]")
 	f.DurationVar(&c.GateTimeout, "gate-timeout", c.GateTimeout, "how long a switched node may take to be healthy and clustered [CIMDEPLOY_ROLLOUT_GATE_TIMEOUT]")
 	f.DurationVar(&c.GatePoll, "gate-poll", c.GatePoll, "longest pause between health probes (they start at 5ms and grow) [CIMDEPLOY_ROLLOUT_GATE_POLL]")
@@ -85,6 +92,23 @@ func addRolloutFlags(f *pflag.FlagSet, o *runOptions) {
 	f.DurationVar(&c.CopyTimeout, "copy-timeout", c.CopyTimeout, "bound on copying a closure or creating a container [CIMDEPLOY_ROLLOUT_COPY_TIMEOUT]")
 	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
 	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: the gate also pings every server [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
-	f.BoolVar(&o.Force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
-	f.BoolVar(&o.RevertAll, "revert-all", o.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
+	f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
+	f.BoolVar(&cfg.RevertAll, "revert-all", cfg.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
+}
+
+// addRepoFlags adds the infrastructure repository, its revision, its events directory and its
+// credentials; repo and rev say what they are for.
+func addRepoFlags(f *pflag.FlagSet, c *deploy.Config, repo, rev string) {
+	f.StringVar(&c.Repo, "repo", c.Repo, repo+" [CIMDEPLOY_REPO]")
+	f.StringVar(&c.Rev, "rev", c.Rev, rev+" [CIMDEPLOY_REV]")
+	f.StringVar(&c.Events, "events", c.Events, "events directory inside the repository [CIMDEPLOY_EVENTS]")
+	f.StringVar(&c.GitTokenFile, "git-token-file", c.GitTokenFile, "file holding an HTTPS token for the repository [CIMDEPLOY_GIT_TOKEN_FILE]")
+	f.StringVar(&c.GitSSHKeyFile, "git-ssh-key-file", c.GitSSHKeyFile, "SSH key for an ssh:// repository [CIMDEPLOY_GIT_SSH_KEY_FILE]")
+	f.StringVar(&c.GitKnownHosts, "git-known-hosts", c.GitKnownHosts, "known_hosts for an ssh:// repository [CIMDEPLOY_GIT_KNOWN_HOSTS]")
+}
+
+// addLabFlags adds --lab (what it does for the command in usage) and --lab-dir.
+func addLabFlags(f *pflag.FlagSet, c *deploy.Config, usage string) {
+	f.BoolVar(&c.Lab, "lab", false, usage)
+	f.StringVar(&c.LabDir, "lab-dir", c.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
 }

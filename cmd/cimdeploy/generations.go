@@ -7,20 +7,23 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/cimdeploy/cimdeploy/deploy"
 )
 
 // generationsOptions configure `cimdeploy generations`.
 type generationsOptions struct {
-	runOptions
-	Node string
+	cfg  deploy.Config
+	node string
+	json bool
 }
 
 func newGenerationsCommand(g *globalOptions) *cobra.Command {
 	var opts generationsOptions
-	envErr := envconfig.Process(context.Background(), &opts.runOptions)
+	var envErr error
+	opts.cfg, envErr = deploy.Load(context.Background(), nil)
 	cmd := &cobra.Command{
 		Use:   "generations --node NAME [--json]",
 		Short: "List a node's system generations: number, date, current, running, the commit each came from",
@@ -30,56 +33,45 @@ the system's configuration revision (system.configurationRevision) or, when the 
 build of a dirty tree), the deployment the state store recorded for that system.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if envErr != nil {
-				return usageError(envErr)
-			}
-			if err := checkPositive(cmd, &opts); err != nil {
-				return usageError(err)
+			if err := bindFlags(cmd, &opts.cfg, envErr); err != nil {
+				return err
 			}
 			return runGenerations(cmd.Context(), g, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.Node, "node", "", "the node")
-	f.BoolVar(&opts.JSON, "json", false, "print the generations as JSON")
-	addClusterFlags(f, &opts.runOptions)
+	f.StringVar(&opts.node, "node", "", "the node")
+	f.BoolVar(&opts.json, "json", false, "print the generations as JSON")
+	addClusterFlags(f, &opts.cfg)
 	return cmd
 }
 
 // addClusterFlags are the flags of commands that act on the deployed cluster without building: the
-// repository (for the topology), the state store, SSH and the rollout's settings, the lab.
-func addClusterFlags(f *pflag.FlagSet, opts *runOptions) {
-	f.StringVar(&opts.Repo, "repo", opts.Repo, "repository whose events describe the cluster [CIMDEPLOY_REPO]")
-	f.StringVar(&opts.Rev, "rev", opts.Rev, "the revision whose events describe the cluster [CIMDEPLOY_REV]")
-	f.StringVar(&opts.Events, "events", opts.Events, "events directory inside the repository [CIMDEPLOY_EVENTS]")
-	f.StringVar(&opts.GitTokenFile, "git-token-file", opts.GitTokenFile, "file holding an HTTPS token for the repository [CIMDEPLOY_GIT_TOKEN_FILE]")
-	f.StringVar(&opts.GitSSHKeyFile, "git-ssh-key-file", opts.GitSSHKeyFile, "SSH key for an ssh:// repository [CIMDEPLOY_GIT_SSH_KEY_FILE]")
-	f.StringVar(&opts.GitKnownHosts, "git-known-hosts", opts.GitKnownHosts, "known_hosts for an ssh:// repository [CIMDEPLOY_GIT_KNOWN_HOSTS]")
-	addNixFlags(f, &opts.Nix)
-	addStoreFlags(f, &opts.Store)
-	addRemoteFlags(f, &opts.Remote)
-	addRolloutFlags(f, opts)
-	f.BoolVar(&opts.Lab, "lab", false, "act on the local lab (its repository, nodes and Proxmox host)")
-	f.StringVar(&opts.LabDir, "lab-dir", opts.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
+// repository (for the topology), the state store, SSH, the lab.
+func addClusterFlags(f *pflag.FlagSet, c *deploy.Config) {
+	addRepoFlags(f, c, "repository whose events describe the cluster", "the revision whose events describe the cluster")
+	addStoreFlags(f, &c.Store)
+	addSSHFlags(f, &c.Remote)
+	addLabFlags(f, c, "act on the local lab (its repository, nodes and Proxmox host)")
 }
 
 func runGenerations(ctx context.Context, g *globalOptions, opts generationsOptions) error {
-	if opts.Node == "" {
+	if opts.node == "" {
 		return usageError(fmt.Errorf("--node is required"))
 	}
-	c, err := openCluster(ctx, g, &opts.runOptions)
+	c, err := openCluster(ctx, g, &opts.cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.nodes([]string{opts.Node}, false); err != nil {
+	if _, err := clusterNodes(c.Topology, []string{opts.node}, false); err != nil {
 		return err
 	}
-	gens, err := c.generations(ctx, opts.Node)
+	gens, err := c.Generations(ctx, opts.node)
 	if err != nil {
-		return err
+		return &exitError{code: exitInfra, err: err}
 	}
-	if opts.JSON {
+	if opts.json {
 		enc := json.NewEncoder(g.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(gens)

@@ -29,6 +29,7 @@ func TestDeployCommitsWithHistory(t *testing.T) {
 	repo := newUserRepo(t, l.RepoDir())
 	data := t.TempDir()
 	deployArgs := append([]string{"--repo", repo.dir, "--proxmox-host", l.PVE().Address().String()}, labFlags(l, data)...)
+	lookArgs := append([]string{"--repo", repo.dir}, clusterFlags(l, data)...)
 	deploy := func(rev string) string {
 		t.Helper()
 		start := time.Now()
@@ -43,7 +44,7 @@ func TestDeployCommitsWithHistory(t *testing.T) {
 	running := func(commit string) {
 		t.Helper()
 		for _, n := range l.Nodes() {
-			code, stdout, stderr := runCLI(t, append([]string{"generations", "--node", n.Name(), "--json"}, deployArgs...)...)
+			code, stdout, stderr := runCLI(t, append([]string{"generations", "--node", n.Name(), "--json"}, lookArgs...)...)
 			var gens []struct {
 				Running  bool   `json:"running"`
 				Commit   string `json:"commit"`

@@ -5,29 +5,31 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 
+	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
 // rollbackOptions configure `cimdeploy rollback`.
 type rollbackOptions struct {
-	runOptions
-	Nodes        []string
-	All          bool
-	ToGeneration int
-	ToRev        string
-	Yes          bool
-	DryRun       bool
+	cfg          deploy.Config
+	force        bool
+	nodes        []string
+	all          bool
+	toGeneration int
+	toRev        string
+	confirm
 }
 
 func newRollbackCommand(g *globalOptions) *cobra.Command {
 	var opts rollbackOptions
-	envErr := envconfig.Process(context.Background(), &opts.runOptions)
+	var envErr error
+	opts.cfg, envErr = deploy.Load(context.Background(), nil)
 	cmd := &cobra.Command{
 		Use:   "rollback (--node NAME... | --all) [--to-generation N | --to-rev SHA]",
 		Short: "Switch nodes back to an earlier generation, node by node, behind the same health gates",
@@ -44,72 +46,74 @@ Exit codes: 0 success, 1 failed or refused, 2 usage or configuration error, 3 in
 130 interrupted.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if envErr != nil {
-				return usageError(envErr)
-			}
-			if err := checkPositive(cmd, &opts); err != nil {
-				return usageError(err)
+			if err := bindFlags(cmd, &opts.cfg, envErr); err != nil {
+				return err
 			}
 			return runRollback(cmd.Context(), g, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&opts.Nodes, "node", nil, "a node to roll back (repeatable, or comma-separated)")
-	f.BoolVar(&opts.All, "all", false, "roll back every node")
-	f.IntVar(&opts.ToGeneration, "to-generation", 0, "the generation to switch to (default: the one before the running one)")
-	f.StringVar(&opts.ToRev, "to-rev", "", "switch to the newest generation built from this commit")
-	f.BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
-	f.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and stop: change nothing")
-	f.BoolVar(&opts.JSON, "json", false, "print the plan and the result as JSON")
-	addClusterFlags(f, &opts.runOptions)
+	f.StringSliceVar(&opts.nodes, "node", nil, "a node to roll back (repeatable, or comma-separated)")
+	f.BoolVar(&opts.all, "all", false, "roll back every node")
+	f.IntVar(&opts.toGeneration, "to-generation", 0, "the generation to switch to (default: the one before the running one)")
+	f.StringVar(&opts.toRev, "to-rev", "", "switch to the newest generation built from this commit")
+	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
+	f.BoolVar(&opts.json, "json", false, "print the plan and the result as JSON")
+	addClusterFlags(f, &opts.cfg)
+	addNixFlags(f, &opts.cfg.Nix) // the closure diffs of the plan
+	addRolloutFlags(f, &opts.cfg, &opts.force)
 	return cmd
 }
 
 func runRollback(ctx context.Context, g *globalOptions, opts rollbackOptions) error {
 	switch {
-	case opts.ToGeneration != 0 && opts.ToRev != "":
+	case opts.toGeneration != 0 && opts.toRev != "":
 		return usageError(errors.New("--to-generation and --to-rev: pass one"))
-	case opts.ToGeneration < 0:
-		return usageError(fmt.Errorf("--to-generation %d: want a generation number", opts.ToGeneration))
-	case opts.ToRev != "" && !commitID.MatchString(strings.ToLower(opts.ToRev)):
-		return usageError(fmt.Errorf("--to-rev %q: want a commit id (at least 7 hex digits)", opts.ToRev))
-	case !opts.Yes && !opts.DryRun && !isTerminal(g.stdin):
+	case opts.toGeneration < 0:
+		return usageError(fmt.Errorf("--to-generation %d: want a generation number", opts.toGeneration))
+	case opts.toRev != "" && !commitID.MatchString(strings.ToLower(opts.toRev)):
+		return usageError(fmt.Errorf("--to-rev %q: want a commit id (at least 7 hex digits)", opts.toRev))
+	case !opts.yes && !opts.dryRun && !isTerminal(g.stdin):
 		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
 	}
-	c, err := openCluster(ctx, g, &opts.runOptions)
+	c, err := openCluster(ctx, g, &opts.cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	nodes, err := c.nodes(opts.Nodes, opts.All)
+	nodes, err := clusterNodes(c.Topology, opts.nodes, opts.all)
 	if err != nil {
 		return err
 	}
 	var targets []rollout.Target
 	for _, node := range nodes {
-		t, err := rollbackTarget(ctx, c, node, opts.ToGeneration, strings.ToLower(opts.ToRev))
+		t, err := rollbackTarget(ctx, c, node, opts.toGeneration, strings.ToLower(opts.toRev))
 		if err != nil {
 			return err
 		}
 		targets = append(targets, t)
 	}
-	plan, err := c.r.Plan(ctx, rollout.Request{RunID: pipeline.NewRunID(), Targets: targets, Force: opts.Force, RevertAll: opts.RevertAll})
+	plan, err := c.Rollout.Plan(ctx, rollout.Request{RunID: pipeline.NewRunID(), Targets: targets, Force: opts.force, RevertAll: opts.cfg.RevertAll})
 	if err != nil {
 		return &exitError{code: exitInfra, err: err}
 	}
-	ok, err := confirmPlan(ctx, g, rolloutOptions{runOptions: opts.runOptions, Yes: opts.Yes, DryRun: opts.DryRun}, plan)
+	ok, err := confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
 	if err != nil || !ok {
 		return err
 	}
-	res := c.r.Run(ctx, plan, &lineTracker{w: g.stderr})
-	return rolloutExit(g, res, opts.JSON)
+	res := c.Rollout.Run(ctx, plan, &lineTracker{w: g.stderr})
+	return rolloutExit(g, res, opts.json)
 }
 
+// commitID is a commit id or a prefix of one (at least 7 hex digits).
+var commitID = regexp.MustCompile(`^[0-9a-f]{7,64}$`)
+
 // rollbackTarget is the generation node goes back to.
-func rollbackTarget(ctx context.Context, c *cluster, node string, toGen int, toRev string) (rollout.Target, error) {
-	gens, err := c.generations(ctx, node)
+func rollbackTarget(ctx context.Context, c *deploy.Cluster, node string, toGen int, toRev string) (rollout.Target, error) {
+	gens, err := c.Generations(ctx, node)
 	if err != nil {
-		return rollout.Target{}, err
+		return rollout.Target{}, &exitError{code: exitInfra, err: err}
 	}
 	running := 0
 	var have []string
@@ -119,7 +123,7 @@ func rollbackTarget(ctx context.Context, c *cluster, node string, toGen int, toR
 		}
 		have = append(have, fmt.Sprint(g.Number))
 	}
-	var found *nodeGeneration
+	var found *deploy.NodeGeneration
 	for i := range gens {
 		g := &gens[i]
 		switch {

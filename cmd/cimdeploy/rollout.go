@@ -11,26 +11,35 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 
+	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/nixrunner"
+	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
 // rolloutOptions configure `cimdeploy rollout`: a deploy run of some or all nodes, with a plan to
 // confirm.
 type rolloutOptions struct {
-	runOptions
-	Nodes  []string
-	All    bool
-	Yes    bool
-	DryRun bool
+	cfg   deploy.Config
+	force bool
+	nodes []string
+	all   bool
+	confirm
+}
+
+// confirm is how a plan is confirmed and shown.
+type confirm struct {
+	yes    bool
+	dryRun bool
+	json   bool
 }
 
 func newRolloutCommand(g *globalOptions) *cobra.Command {
 	var opts rolloutOptions
-	envErr := envconfig.Process(context.Background(), &opts.runOptions)
+	var envErr error
+	opts.cfg, envErr = deploy.Load(context.Background(), nil)
 	cmd := &cobra.Command{
 		Use:   "rollout (--node NAME... | --all) [--rev REV] [--yes] [--dry-run]",
 		Short: "Build a commit and switch the NATS cluster to it, node by node, behind health gates",
@@ -55,58 +64,53 @@ Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configura
 infrastructure error, 130 interrupted.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if envErr != nil {
-				return usageError(envErr)
-			}
-			if err := checkPositive(cmd, &opts); err != nil {
-				return usageError(err)
+			if err := bindFlags(cmd, &opts.cfg, envErr); err != nil {
+				return err
 			}
 			return runRollout(cmd.Context(), g, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&opts.Nodes, "node", nil, "a node to switch (repeatable, or comma-separated)")
-	f.BoolVar(&opts.All, "all", false, "switch every node")
-	f.BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
-	f.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and stop: change nothing")
-	f.BoolVar(&opts.JSON, "json", false, "print the run's events and the plan as JSON lines")
-	addPipelineFlags(f, &opts.runOptions)
-	f.BoolVar(&opts.Lab, "lab", false, "roll out on the local lab (its repository, nodes and Proxmox host)")
-	f.StringVar(&opts.LabDir, "lab-dir", opts.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
+	f.StringSliceVar(&opts.nodes, "node", nil, "a node to switch (repeatable, or comma-separated)")
+	f.BoolVar(&opts.all, "all", false, "switch every node")
+	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
+	f.BoolVar(&opts.json, "json", false, "print the run's events and the plan as JSON lines")
+	addPipelineFlags(f, &opts.cfg, &opts.force)
+	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
 	return cmd
 }
 
 func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) error {
-	if opts.Lab {
-		if err := applyLab(ctx, g, opts.LabDir, &opts.runOptions); err != nil {
+	if opts.cfg.Lab {
+		if err := useLab(ctx, g, &opts.cfg); err != nil {
 			return err
 		}
 	}
 	switch {
-	case opts.Repo == "":
+	case opts.cfg.Repo == "":
 		return usageError(errors.New("--repo is required (a local path or a URL)"))
-	case len(opts.Nodes) == 0 && !opts.All:
+	case len(opts.nodes) == 0 && !opts.all:
 		return usageError(errors.New("name the nodes to switch (--node nats-2) or pass --all"))
-	case len(opts.Nodes) > 0 && opts.All:
+	case len(opts.nodes) > 0 && opts.all:
 		return usageError(errors.New("--node and --all: pass one"))
-	case !opts.Yes && !opts.DryRun && !isTerminal(g.stdin):
+	case !opts.yes && !opts.dryRun && !isTerminal(g.stdin):
 		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
 	}
-	opts.ValidateOnly = false
-	hooks := deployHooks{nodes: opts.Nodes, plain: true, dryRun: opts.DryRun,
-		confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
-			return confirmPlan(ctx, g, opts, plan)
+	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun,
+		Confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
+			return confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
 		}}
-	return runPipeline(ctx, g, opts.runOptions, hooks)
+	return runPipeline(ctx, g, &opts.cfg, pipeline.KindDeploy, ropts, pipelineOutput{json: opts.json, plain: true})
 }
 
 // confirmPlan prints the plan with the closure diffs the local store can tell and asks whether to go
 // ahead: no with --dry-run, yes with --yes, the answer on a terminal otherwise.
-func confirmPlan(ctx context.Context, g *globalOptions, opts rolloutOptions, plan *rollout.Plan) (bool, error) {
-	if nix, err := nixrunner.New(ctx, opts.Nix, g.logger); err == nil {
+func confirmPlan(ctx context.Context, g *globalOptions, nixCfg nixrunner.Config, c confirm, plan *rollout.Plan) (bool, error) {
+	if nix, err := nixrunner.New(ctx, nixCfg, g.logger); err == nil {
 		addDiffs(ctx, nix, plan)
 	}
-	if opts.JSON {
+	if c.json {
 		if err := json.NewEncoder(g.stdout).Encode(map[string]any{"plan": plan}); err != nil {
 			return false, err
 		}
@@ -114,14 +118,14 @@ func confirmPlan(ctx context.Context, g *globalOptions, opts rolloutOptions, pla
 		printPlan(g.stdout, plan)
 	}
 	switch {
-	case opts.DryRun:
+	case c.dryRun:
 		fmt.Fprintln(g.stderr, "dry run: nothing changed")
 		return false, nil
 	case plan.Refused():
 		return true, nil // the rollout refuses and says why: nothing to confirm
 	case plan.Changes() == 0:
 		return true, nil
-	case opts.Yes:
+	case c.yes:
 		return true, nil
 	}
 	return ask(ctx, g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))

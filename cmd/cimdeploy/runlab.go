@@ -3,19 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
+	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
 )
 
-// applyLab points a run at the local lab: it brings the lab up when it is not (idempotent), brings the
-// lab's infrastructure repository up to date, and fills in what `cimdeploy lab env` would: the
-// repository, offline Nix and, for variables the user has not set, the lab's SSH identity,
-// known_hosts and Proxmox host.
-func applyLab(ctx context.Context, g *globalOptions, dir string, opts *runOptions) error {
-	l, err := lab.Open(dir, g.logger)
+// useLab points a command at the local lab: it brings the lab up when it is not (idempotent), brings
+// the lab's infrastructure repository up to date, and gives cfg what `cimdeploy lab env` would: the
+// repository, offline Nix and, for settings the user has not set, the lab's SSH identity, known_hosts
+// and Proxmox host (deploy.Config.UseLab).
+func useLab(ctx context.Context, g *globalOptions, cfg *deploy.Config) error {
+	l, err := lab.Open(cfg.LabDir, g.logger)
 	if err != nil {
-		if l, err = lab.New(lab.Options{Dir: dir, Logger: g.logger}); err != nil {
+		if l, err = lab.New(lab.Options{Dir: cfg.LabDir, Logger: g.logger}); err != nil {
 			return usageError(err)
 		}
 	}
@@ -31,15 +31,12 @@ func applyLab(ctx context.Context, g *globalOptions, dir string, opts *runOption
 		return &exitError{code: exitInfra, err: fmt.Errorf("lab repository: %w", err)}
 	}
 	g.logger.Info("lab repository", "dir", l.RepoDir(), "commit", commit)
+	env := map[string]string{}
 	for _, e := range l.Env() {
-		if _, set := os.LookupEnv(e.Name); !set {
-			os.Setenv(e.Name, e.Value)
-		}
+		env[e.Name] = e.Value
 	}
-	opts.Repo, opts.Rev = l.RepoDir(), "main"
-	// The lab repository's flake.lock pins nixpkgs to the lab's stub: no --override-input, so the flake
-	// keeps its revision and every generation names its commit.
-	opts.Nix.Offline = true
-	opts.Nix.OverrideInputs = nil
+	if err := cfg.UseLab(ctx, deploy.LabEnv{RepoDir: l.RepoDir(), Env: env}); err != nil {
+		return usageError(err)
+	}
 	return nil
 }

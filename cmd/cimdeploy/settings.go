@@ -3,14 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"reflect"
 	"regexp"
-	"strings"
-	"time"
 
+	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/cimdeploy/cimdeploy/deploy"
 )
 
 // zeroMeans lists the numeric flags whose zero or negative value means something (--limit 0: all).
@@ -19,24 +18,26 @@ var zeroMeans = map[string]bool{"limit": true, "to-generation": true}
 // envInUsage finds the variable a flag's help names: "... [CIMDEPLOY_NIX_TIMEOUT]".
 var envInUsage = regexp.MustCompile(`\[(CIMDEPLOY_[A-Z0-9_]+)\]`)
 
-// checkPositive refuses a zero or negative timeout, count or size given explicitly, by a flag or a
-// CIMDEPLOY_* variable: there is no "forever" and no silent default. A setting left unset keeps its
-// default (a variable's default, or what the code picks for an unset one, such as the number of
-// build workers). opts is the command's options struct: every numeric field with an env tag is
-// checked when its variable is set; every numeric flag the command line sets is checked as well.
-func checkPositive(cmd *cobra.Command, opts any) error {
-	var errs []error
-	flagOf := map[string]*pflag.Flag{} // variable -> its flag
+// boundFlags maps each variable a flag of cmd names in its help to the flag.
+func boundFlags(cmd *cobra.Command) map[string]deploy.Flag {
+	flags := map[string]deploy.Flag{}
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		if m := envInUsage.FindStringSubmatch(f.Usage); m != nil {
-			flagOf[m[1]] = f
+			flags[m[1]] = deploy.Flag{Name: f.Name, Changed: f.Changed}
 		}
 	})
+	return flags
+}
+
+// checkFlags refuses a zero or negative timeout, count or size the command line gives: there is no
+// "forever" and no silent default.
+func checkFlags(cmd *cobra.Command) error {
+	var errs []error
 	cmd.Flags().Visit(func(f *pflag.Flag) { // the flags given on the command line
 		if zeroMeans[f.Name] {
 			return
 		}
-		if bad, want := notPositive(f.Value.Type(), f.Value.String()); bad {
+		if bad, want := deploy.NotPositive(f.Value.Type(), f.Value.String()); bad {
 			name := "--" + f.Name
 			if m := envInUsage.FindStringSubmatch(f.Usage); m != nil {
 				name += " (" + m[1] + ")"
@@ -44,62 +45,29 @@ func checkPositive(cmd *cobra.Command, opts any) error {
 			errs = append(errs, fmt.Errorf("%s %s: want %s; leave it unset for the default", name, f.Value, want))
 		}
 	})
-	walkEnv(reflect.ValueOf(opts), func(env string, v reflect.Value) {
-		if f := flagOf[env]; f != nil && f.Changed {
-			return // the flag wins and was checked above
-		}
-		if raw, ok := os.LookupEnv(env); !ok || raw == "" {
-			return // unset: the default
-		}
-		typ := "int"
-		if v.Type() == reflect.TypeOf(time.Duration(0)) {
-			typ = "duration"
-		}
-		if bad, want := notPositive(typ, fmt.Sprint(v.Interface())); bad {
-			name := env
-			if f := flagOf[env]; f != nil {
-				name += " (--" + f.Name + ")"
-			}
-			errs = append(errs, fmt.Errorf("%s=%s: want %s; leave it unset for the default", name, os.Getenv(env), want))
-		}
-	})
 	return errors.Join(errs...)
 }
 
-// notPositive reports whether a numeric setting's value is zero or negative, and what it wants.
-func notPositive(typ, value string) (bool, string) {
-	switch typ {
-	case "duration":
-		d, err := time.ParseDuration(value)
-		return err == nil && d <= 0, "a positive duration (there is no \"forever\")"
-	case "int", "int64", "int32", "uint", "uint64":
-		return strings.HasPrefix(value, "-") || strings.Trim(value, "0") == "", "at least 1"
-	}
-	return false, ""
+// checkPositive is checkFlags and, for the settings of opts (a command's options struct) that a
+// CIMDEPLOY_* variable sets and no flag replaced, the same check of the variable's value.
+func checkPositive(cmd *cobra.Command, opts any) error {
+	errs := []error{checkFlags(cmd)}
+	errs = append(errs, deploy.CheckPositive(opts, envconfig.OsLookuper(), boundFlags(cmd))...)
+	return errors.Join(errs...)
 }
 
-// walkEnv calls fn for every numeric field with an env tag in v, a struct or a pointer to one,
-// nested structs included.
-func walkEnv(v reflect.Value, fn func(env string, field reflect.Value)) {
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
+// bindFlags finishes a command's deploy.Config once cobra parsed the command line: envErr (from
+// deploy.Load) and zero or negative flags are usage errors; the flags are bound to their variables,
+// so Validate names them and leaves the ones given to checkFlags.
+func bindFlags(cmd *cobra.Command, cfg *deploy.Config, envErr error) error {
+	if envErr != nil {
+		return usageError(envErr)
 	}
-	if v.Kind() != reflect.Struct {
-		return
+	if err := checkFlags(cmd); err != nil {
+		return usageError(err)
 	}
-	t := v.Type()
-	for i := range t.NumField() {
-		sf, fv := t.Field(i), v.Field(i)
-		if !sf.IsExported() && !sf.Anonymous {
-			continue
-		}
-		tag, ok := sf.Tag.Lookup("env")
-		switch {
-		case !ok && fv.Kind() == reflect.Struct:
-			walkEnv(fv, fn)
-		case ok && (fv.Kind() == reflect.Int || fv.Kind() == reflect.Int64):
-			name, _, _ := strings.Cut(tag, ",")
-			fn(strings.TrimSpace(name), fv)
-		}
+	for variable, f := range boundFlags(cmd) {
+		cfg.BindFlag(variable, f)
 	}
+	return nil
 }

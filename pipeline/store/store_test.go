@@ -350,51 +350,50 @@ func TestContract(t *testing.T) {
 				}
 			})
 
-			t.Run("node state revision conflict", func(t *testing.T) {
+			t.Run("node record revision conflict", func(t *testing.T) {
 				t.Parallel()
 				s := open(t, b.newConf(t))
 				ctx := t.Context()
-				st, rev, err := s.Node(ctx, "nats-1")
-				if err != nil || rev != 0 || st != (NodeState{Node: "nats-1"}) {
-					t.Fatalf("Node of a new node = %+v, %d, %v; want empty, revision 0", st, rev, err)
+				rec, rev, err := s.NodeRecord(ctx, "nats-1")
+				if err != nil || rev != 0 || rec != nil {
+					t.Fatalf("NodeRecord of a new node = %q, %d, %v; want none, revision 0", rec, rev, err)
 				}
-				first := NodeState{Node: "nats-1", Commit: "c1", Toplevel: "/nix/store/aaa-nixos-system", Generation: 1, Deployed: t0, RunID: "r1"}
-				rev1, err := s.PutNode(ctx, first, 0)
+				first := []byte(`{"node":"nats-1","commit":"c1"}`)
+				rev1, err := s.PutNodeRecord(ctx, "nats-1", first, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := s.PutNode(ctx, first, 0); !errors.Is(err, ErrConflict) {
+				if _, err := s.PutNodeRecord(ctx, "nats-1", first, 0); !errors.Is(err, ErrConflict) {
 					t.Errorf("second create: err = %v, want ErrConflict", err)
 				}
-				second := first
-				second.Commit, second.Generation, second.RunID = "c2", 2, "r2"
-				second.FailedCommit, second.FailedToplevel, second.FailedAt, second.FailedReason = "c9", "/nix/store/bbb-nixos-system", t0, "gate"
-				rev2, err := s.PutNode(ctx, second, rev1)
+				second := []byte(`{"node":"nats-1","commit":"c2","failed_commit":"c9"}`)
+				rev2, err := s.PutNodeRecord(ctx, "nats-1", second, rev1)
 				if err != nil {
 					t.Fatal(err)
 				}
-				stale := first
-				stale.Commit = "c3"
-				if _, err := s.PutNode(ctx, stale, rev1); !errors.Is(err, ErrConflict) {
+				if _, err := s.PutNodeRecord(ctx, "nats-1", []byte(`{"commit":"c3"}`), rev1); !errors.Is(err, ErrConflict) {
 					t.Errorf("update at a stale revision: err = %v, want ErrConflict", err)
 				}
-				st, rev, err = s.Node(ctx, "nats-1")
-				if err != nil || rev != rev2 || st != second {
-					t.Errorf("Node = %+v, %d, %v; want %+v, %d", st, rev, err, second, rev2)
+				rec, rev, err = s.NodeRecord(ctx, "nats-1")
+				if err != nil || rev != rev2 || string(rec) != string(second) {
+					t.Errorf("NodeRecord = %q, %d, %v; want %q, %d", rec, rev, err, second, rev2)
 				}
-				hist, err := s.NodeHistory(ctx, "nats-1")
-				if err != nil || len(hist) != 2 || hist[0] != first || hist[1] != second {
-					t.Errorf("NodeHistory = %+v, %v; want [first second]", hist, err)
+				hist, err := s.NodeRecordHistory(ctx, "nats-1")
+				if err != nil || len(hist) != 2 || string(hist[0]) != string(first) || string(hist[1]) != string(second) {
+					t.Errorf("NodeRecordHistory = %q, %v; want [first second]", hist, err)
 				}
-				if hist, err := s.NodeHistory(ctx, "nats-9"); err != nil || len(hist) != 0 {
-					t.Errorf("NodeHistory of a new node = %+v, %v", hist, err)
+				if hist, err := s.NodeRecordHistory(ctx, "nats-9"); err != nil || len(hist) != 0 {
+					t.Errorf("NodeRecordHistory of a new node = %q, %v", hist, err)
+				}
+				if _, err := s.PutNodeRecord(ctx, "nats-2", make([]byte, MaxNodeRecord+1), 0); err == nil {
+					t.Error("PutNodeRecord of a record over MaxNodeRecord: no error")
 				}
 				for _, bad := range []string{"", "Nats-1", "-a", "a.b", strings.Repeat("a", 64)} {
-					if _, _, err := s.Node(ctx, bad); err == nil {
-						t.Errorf("Node(%q): no error", bad)
+					if _, _, err := s.NodeRecord(ctx, bad); err == nil {
+						t.Errorf("NodeRecord(%q): no error", bad)
 					}
-					if _, err := s.PutNode(ctx, NodeState{Node: bad}, 0); err == nil {
-						t.Errorf("PutNode(%q): no error", bad)
+					if _, err := s.PutNodeRecord(ctx, bad, []byte("{}"), 0); err == nil {
+						t.Errorf("PutNodeRecord(%q): no error", bad)
 					}
 				}
 			})
