@@ -61,6 +61,14 @@ type Config struct {
 	// RevertAll also reverts the nodes already switched when a node fails.
 	RevertAll bool `env:"CIMDEPLOY_ROLLOUT_REVERT_ALL"`
 
+	// TrustedSigners, when set, is a file of SSH allowed signers and/or OpenPGP public keys: a deploy
+	// run refuses a commit whose signature does not verify against it (stage verify, after checkout).
+	TrustedSigners string `env:"CIMDEPLOY_TRUSTED_SIGNERS"`
+	// RequireApproval holds a deploy run after build and publish (stage approve) until an operator
+	// approves or rejects it; ApprovalTimeout bounds the wait.
+	RequireApproval bool          `env:"CIMDEPLOY_REQUIRE_APPROVAL"`
+	ApprovalTimeout time.Duration `env:"CIMDEPLOY_APPROVAL_TIMEOUT, default=1h"`
+
 	// Lab points the run at the local lab (UseLab); LabDir is the lab's directory.
 	Lab    bool
 	LabDir string `env:"CIMDEPLOY_LAB_DIR, default=.cimdeploy/lab"`

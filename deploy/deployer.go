@@ -13,6 +13,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/gitops/checkout"
 	"github.com/cimdeploy/cimdeploy/gitops/projection"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/gitops/trust"
 	"github.com/cimdeploy/cimdeploy/nixrunner"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
@@ -31,6 +32,8 @@ type Deployer struct {
 	nix    *nixrunner.Runner
 	cache  *checkout.Cache
 	logger *slog.Logger
+	// signers are the trusted signers of deploy runs; nil: signatures are not checked.
+	signers *trust.Signers
 }
 
 // New assembles runs of cfg (checked with Validate) over st, which the caller opened and closes after
@@ -51,8 +54,14 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	return &Deployer{cfg: cfg, src: src, store: st, nix: nix, logger: logger,
-		cache: &checkout.Cache{Dir: cfg.Store.DataDir, Logger: logger}}, nil
+	d := &Deployer{cfg: cfg, src: src, store: st, nix: nix, logger: logger,
+		cache: &checkout.Cache{Dir: cfg.Store.DataDir, Logger: logger}}
+	if cfg.TrustedSigners != "" {
+		if d.signers, err = trust.Load(cfg.TrustedSigners); err != nil {
+			return nil, configError(fmt.Errorf("CIMDEPLOY_TRUSTED_SIGNERS (--trusted-signers): %w", err))
+		}
+	}
+	return d, nil
 }
 
 // Source is the repository the runs check out (its String hides credentials).
@@ -90,10 +99,15 @@ func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer)
 	workDir := filepath.Join(cfg.Store.DataDir, "work")
 	plan = []pipeline.Stage{
 		stages.Checkout{Cache: d.cache, Source: d.src, WorkDir: workDir, Deployed: lastDeployed{d.store}, AllowForcePush: cfg.AllowForcePush},
+	}
+	if kind == pipeline.KindDeploy && d.signers != nil {
+		plan = append(plan, stages.Verify{Signers: d.signers})
+	}
+	plan = append(plan,
 		stages.Generate{Events: cfg.Events, Options: projection.Options{LXCBuilder: cfg.LXCBuilder}},
 		stages.Check{Nix: nix, Cache: store.CheckCache{Store: d.store}},
 		stages.Build{Nix: nix, Workers: cfg.BuildWorkers, MemoryPerEval: cfg.EvalMemoryMiB << 20},
-	}
+	)
 	release = func() {}
 	if kind == pipeline.KindDeploy {
 		pool, err := remote.NewPool(cfg.Remote, remote.Options{Logger: d.logger, Output: output, Nix: cfg.Nix.Nix})
@@ -113,8 +127,11 @@ func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer)
 				px = dryRunProxmox{Proxmox: px, storage: cfg.Remote.ProxmoxStorage}
 			}
 		}
+		plan = append(plan, stages.Publish{Proxmox: px})
+		if cfg.RequireApproval {
+			plan = append(plan, stages.Approve{Wait: d.store.WaitDecision, Timeout: cfg.ApprovalTimeout})
+		}
 		plan = append(plan,
-			stages.Publish{Proxmox: px},
 			stages.Rollout{Events: cfg.Events, Nodes: opts.Nodes, Force: opts.Force, RevertAll: cfg.RevertAll,
 				Confirm: opts.Confirm, Done: opts.Done,
 				Connect: func(_ context.Context, top *topology.Topology) (*rollout.Rollout, func(), error) {
@@ -159,6 +176,8 @@ func (d *Deployer) Run(ctx context.Context, run *pipeline.Run, opts RunOptions) 
 			"checkout": cfg.CheckoutTimeout, "generate": cfg.GenerateTimeout,
 			"check": cfg.CheckTimeout, "build": cfg.BuildTimeout,
 			"publish": cfg.PublishTimeout, "rollout": cfg.RolloutTimeout,
+			// The approval stage ends its own wait; the runner's bound only backs it up.
+			"approve": cfg.ApprovalTimeout + time.Minute,
 		},
 		CleanupTimeout: cfg.CleanupTimeout,
 		Parallel:       cfg.BuildWorkers,
