@@ -92,15 +92,19 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 	f.DurationVar(&c.CopyTimeout, "copy-timeout", c.CopyTimeout, "bound on copying a closure or creating a container [CIMDEPLOY_ROLLOUT_COPY_TIMEOUT]")
 	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
 	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: the gate also pings every server [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
-	f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
+	if force != nil { // a person's decision: serve has none
+		f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
+	}
 	f.BoolVar(&cfg.RevertAll, "revert-all", cfg.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
 }
 
-// addRepoFlags adds the infrastructure repository, its revision, its events directory and its
-// credentials; repo and rev say what they are for.
+// addRepoFlags adds the infrastructure repository, its revision (not when rev is empty: serve takes
+// it from each delivery), its events directory and its credentials; repo and rev say what they are for.
 func addRepoFlags(f *pflag.FlagSet, c *deploy.Config, repo, rev string) {
 	f.StringVar(&c.Repo, "repo", c.Repo, repo+" [CIMDEPLOY_REPO]")
-	f.StringVar(&c.Rev, "rev", c.Rev, rev+" [CIMDEPLOY_REV]")
+	if rev != "" {
+		f.StringVar(&c.Rev, "rev", c.Rev, rev+" [CIMDEPLOY_REV]")
+	}
 	f.StringVar(&c.Events, "events", c.Events, "events directory inside the repository [CIMDEPLOY_EVENTS]")
 	f.StringVar(&c.GitTokenFile, "git-token-file", c.GitTokenFile, "file holding an HTTPS token for the repository [CIMDEPLOY_GIT_TOKEN_FILE]")
 	f.StringVar(&c.GitSSHKeyFile, "git-ssh-key-file", c.GitSSHKeyFile, "SSH key for an ssh:// repository [CIMDEPLOY_GIT_SSH_KEY_FILE]")

@@ -106,6 +106,11 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		newRolloutCommand(g),
 		newRollbackCommand(g),
 		newGenerationsCommand(g),
+		newServeCommand(g),
+		newPauseCommand(g),
+		newResumeCommand(g),
+		newApproveCommand(g),
+		newRejectCommand(g),
 		newLabCommand(g),
 		newVersionCommand(g),
 	)

@@ -7,5 +7,15 @@ import (
 	"github.com/cimdeploy/cimdeploy/nixrunner/nixtest"
 )
 
-// TestMain runs the package's tests once per Nix version (nixtest: Debian's and .ci/nix-trixie's).
-func TestMain(m *testing.M) { os.Exit(nixtest.Main(m.Run)) }
+// execMain makes the test binary run cimdeploy's main instead of the tests: a test that needs
+// cimdeploy as a process of its own (kill -9 of serve) starts the binary again with it set.
+const execMain = "CIMDEPLOY_TEST_EXEC_MAIN"
+
+// TestMain runs the package's tests once per Nix version (nixtest: Debian's and .ci/nix-trixie's); the
+// serve test, whose nix calls the other lab tests already make, runs with the first only.
+func TestMain(m *testing.M) {
+	if os.Getenv(execMain) == "1" {
+		main()
+	}
+	os.Exit(nixtest.Main(m.Run, "-test.skip=^TestServe"))
+}

@@ -76,7 +76,7 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events and the plan as JSON lines")
-	addPipelineFlags(f, &opts.cfg, &opts.force)
+	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
 	return cmd
 }

@@ -54,16 +54,21 @@ Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 
 	f := cmd.Flags()
 	f.BoolVar(&opts.validateOnly, "validate-only", false, "validate: stop after the build, deploy nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events as JSON lines, then the result")
-	addPipelineFlags(f, &opts.cfg, &opts.force)
+	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "run on the local lab: bring it up if needed and use its repository, nodes and Proxmox host")
 	return cmd
 }
 
-// addPipelineFlags adds the flags of everything a pipeline run needs: the repository, the build, the
-// stages' timeouts, Nix, the state store, SSH and Proxmox, and the rollout.
-func addPipelineFlags(f *pflag.FlagSet, c *deploy.Config, force *bool) {
-	addRepoFlags(f, c, "repository: a local path or a URL (https, ssh, file)", "commit SHA (40 hex), branch, tag or refs/pull/N/head")
+// pipelineRev is what --rev says in the commands that run the pipeline on one commit.
+const pipelineRev = "commit SHA (40 hex), branch, tag or refs/pull/N/head"
+
+// addPipelineFlags adds the flags of everything a pipeline run needs: the repository (and the
+// revision, with rev its help; none when empty), the build, the stages' timeouts, Nix, the state
+// store, SSH and Proxmox, and the rollout (--force when force is not nil).
+func addPipelineFlags(f *pflag.FlagSet, c *deploy.Config, rev string, force *bool) {
+	addRepoFlags(f, c, "repository: a local path or a URL (https, ssh, file)", rev)
 	f.StringVar(&c.LXCBuilder, "lxc-builder", c.LXCBuilder, "nixpkgs or nixos-generators [CIMDEPLOY_LXC_BUILDER]")
+	f.StringVar(&c.TrustedSigners, "trusted-signers", c.TrustedSigners, "SSH allowed signers and/or OpenPGP public keys: a deploy refuses a commit they did not sign [CIMDEPLOY_TRUSTED_SIGNERS]")
 	f.BoolVar(&c.AllowForcePush, "allow-force-push", c.AllowForcePush, "deploy a head that does not descend from the last deployed commit [CIMDEPLOY_ALLOW_FORCE_PUSH]")
 	f.BoolVar(&c.KeepWorkspace, "keep-workspace", c.KeepWorkspace, "keep the run's workspace for debugging [CIMDEPLOY_KEEP_WORKSPACE]")
 	f.IntVar(&c.BuildWorkers, "build-workers", c.BuildWorkers, "concurrent builds (unset: the CPUs, bounded by memory) [CIMDEPLOY_BUILD_WORKERS]")

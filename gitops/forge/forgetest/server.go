@@ -61,6 +61,8 @@ type Request struct {
 	// (empty for an accepted request and for a fault the test asked for).
 	Status   int
 	Problems []string
+	// Response is the JSON object answered (nil when the answer was not an object).
+	Response map[string]any
 }
 
 // Server is the emulator. Its methods are safe for concurrent use.
@@ -294,6 +296,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("X-GitHub-Api-Version-Selected", APIVersion)
 	rec.Status = status
+	if obj, ok := body.(object); ok {
+		rec.Response = obj
+	}
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
 	s.mu.Unlock()
