@@ -292,7 +292,9 @@ func (s *servd) get(t *testing.T, path string) string {
 }
 
 // runs counts the runs the run list shows.
-func (s *servd) runs(t *testing.T) int { return strings.Count(s.get(t, "/runs"), `<tr><td><a href="/runs/`) }
+func (s *servd) runs(t *testing.T) int {
+	return strings.Count(s.get(t, "/runs"), `<tr><td><a href="/runs/`)
+}
 
 // delivery is one webhook delivery as GitHub sends it.
 type delivery struct {
