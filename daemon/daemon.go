@@ -45,7 +45,7 @@ type Config struct {
 // maxSecretBytes bounds the webhook secret file: GitHub's secrets are short strings.
 const maxSecretBytes = 4096
 
-// Validate reports every problem of c that can be seen without opening anything.
+// Validate reports every problem of c that can be seen without opening anything but the secret's file.
 func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -53,6 +53,8 @@ func (c *Config) Validate() error {
 	}
 	if c.WebhookSecretFile == "" {
 		errs = append(errs, errors.New("CIMDEPLOY_GITHUB_WEBHOOK_SECRET_FILE is required: serve accepts only signed deliveries"))
+	} else if _, err := readSecret(c.WebhookSecretFile); err != nil {
+		errs = append(errs, fmt.Errorf("CIMDEPLOY_GITHUB_WEBHOOK_SECRET_FILE: %w", err))
 	}
 	if c.Webhooks.Repository == "" {
 		errs = append(errs, errors.New("--github-repository (CIMDEPLOY_GITHUB_REPOSITORY) is required: OWNER/NAME of the infrastructure repository"))

@@ -24,6 +24,13 @@ func TestHelpShowsOnlyTheCommandsFlags(t *testing.T) {
 		{command: "run", has: [][]string{build, roll, nix, reach, proxmox, {"--validate-only", "--json"}}, not: [][]string{{"--node", "--all", "--yes"}}},
 		{command: "rollout", has: [][]string{build, roll, nix, reach, proxmox, {"--node", "--all", "--yes", "--dry-run"}}, not: [][]string{{"--validate-only"}}},
 		{command: "rollback", has: [][]string{roll, nix, reach, {"--to-generation", "--to-rev", "--yes", "--dry-run"}}, not: [][]string{build, proxmox, {"--validate-only"}}},
+		{command: "serve", has: [][]string{build, nix, proxmox, {"--repo", "--events", "--data-dir", "--nats-url", "--nats-listen", "--ssh-key-file", "--lab",
+			"--listen", "--github-repository", "--deploy-branch", "--webhook-secret-file", "--github-token-file", "--github-api-url", "--public-url",
+			"--trusted-signers", "--require-approval", "--approval-timeout", "--confirm-timeout", "--gate-timeout"}},
+			not: [][]string{{"--rev", "--force", "--validate-only", "--node", "--yes"}}},
+		{command: "approve", has: [][]string{{"--data-dir", "--nats-url"}}, not: [][]string{{"--repo", "--reason"}, build, roll}},
+		{command: "reject", has: [][]string{{"--data-dir", "--nats-url", "--reason"}}, not: [][]string{{"--repo"}, build, roll}},
+		{command: "pause", has: [][]string{{"--data-dir", "--nats-url", "--reason"}}, not: [][]string{{"--repo"}, build, roll}},
 		{command: "generations", has: [][]string{reach, {"--node", "--json"}}, not: [][]string{build, roll, nix, proxmox, {"--all", "--yes"}}},
 	}
 	flagName := regexp.MustCompile(`(?m)^\s+(?:-\w, )?(--[a-z-]+)`)

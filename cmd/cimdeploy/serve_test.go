@@ -451,3 +451,31 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestServeRefusesToStart: serve does not start without a non-empty webhook secret, the repository
+// whose deliveries it takes, or a listen address it can parse; each is a usage error naming the setting.
+func TestServeRefusesToStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty := writeFile(t, dir, "empty", "\n")
+	secret := writeFile(t, dir, "secret", "s3cr3t\n")
+	base := []string{"serve", "--repo", dir, "--data-dir", filepath.Join(dir, "data"), "--ssh-key-file", secret, "--ssh-known-hosts", secret}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--github-repository", "acme/infra"}, "CIMDEPLOY_GITHUB_WEBHOOK_SECRET_FILE is required"},
+		{[]string{"--github-repository", "acme/infra", "--webhook-secret-file", empty}, "empty"},
+		{[]string{"--github-repository", "acme/infra", "--webhook-secret-file", filepath.Join(dir, "missing")}, "no such file"},
+		{[]string{"--webhook-secret-file", secret}, "--github-repository (CIMDEPLOY_GITHUB_REPOSITORY) is required"},
+		{[]string{"--github-repository", "acme/infra", "--webhook-secret-file", secret, "--listen", "8420"}, "CIMDEPLOY_LISTEN"},
+	} {
+		code, _, stderr := runCLI(t, append(base, tt.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("serve %v = %d %q, want %d and %q", tt.args, code, stderr, exitUsage, tt.want)
+		}
+		if strings.Contains(stderr, "s3cr3t") {
+			t.Errorf("serve %v shows the secret: %q", tt.args, stderr)
+		}
+	}
+}
