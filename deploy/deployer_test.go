@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sethvargo/go-envconfig"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
@@ -125,9 +126,13 @@ func TestStagesOfEachKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	deployer := func(key string) *Deployer {
-		cfg, err := Load(t.Context(), envconfig.MapLookuper(map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": data,
-			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh}))
+	deployer := func(key string, more ...string) *Deployer {
+		env := map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": data,
+			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh}
+		for i := 0; i+1 < len(more); i += 2 {
+			env[more[i]] = more[i+1]
+		}
+		cfg, err := Load(t.Context(), envconfig.MapLookuper(env))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +161,34 @@ func TestStagesOfEachKind(t *testing.T) {
 	if got, err := names(d, pipeline.KindDeploy); err != nil || got != "checkout generate check build publish rollout cleanup" {
 		t.Errorf("deploy stages: %s, %v", got, err)
 	}
+	// Trusted signers check a deploy's commit right after checkout; an approval holds it before the
+	// rollout. A validate run does neither.
+	raw, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := ssh.MarshalAuthorizedKey(signer.PublicKey())
+	signers := filepath.Join(t.TempDir(), "allowed_signers")
+	if err := os.WriteFile(signers, append([]byte("operator@example.com "), pub...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	guarded := deployer(key, "CIMDEPLOY_TRUSTED_SIGNERS", signers, "CIMDEPLOY_REQUIRE_APPROVAL", "true")
+	if got, err := names(guarded, pipeline.KindDeploy); err != nil || got != "checkout verify generate check build publish approve rollout cleanup" {
+		t.Errorf("deploy stages with signers and approval: %s, %v", got, err)
+	}
+	if got, err := names(guarded, pipeline.KindValidate); err != nil || got != "checkout generate check build cleanup" {
+		t.Errorf("validate stages with signers and approval: %s, %v", got, err)
+	}
+	cfg, _ := Load(t.Context(), envconfig.MapLookuper(map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": data,
+		"CIMDEPLOY_TRUSTED_SIGNERS": kh}))
 	var ce *ConfigError
+	if _, err := New(t.Context(), cfg, st, nil); !errors.As(err, &ce) || !strings.Contains(err.Error(), "CIMDEPLOY_TRUSTED_SIGNERS") {
+		t.Errorf("New with a trusted-signers file that is not one: %v, want a *ConfigError naming the variable", err)
+	}
 	if _, err := names(deployer(notAKey), pipeline.KindDeploy); !errors.As(err, &ce) {
 		t.Errorf("deploy stages with a key that does not parse: %v, want a *ConfigError", err)
 	}
