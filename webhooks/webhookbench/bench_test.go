@@ -2,7 +2,6 @@ package webhookbench_test
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/cimdeploy/cimdeploy/pipeline/queue"
+	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/webhooks"
 	"github.com/cimdeploy/cimdeploy/webhooks/webhookbench"
 )
@@ -52,65 +48,22 @@ func deliveries(tb testing.TB) []webhookbench.Delivery {
 	return ds
 }
 
-// jetStreamQueue publishes each job to a file-storage stream and waits for the server's ack, as the
-// durable queue does; the delivery id is the message id, so JetStream drops a duplicate.
-type jetStreamQueue struct {
-	js      jetstream.JetStream
-	subject string
-}
-
-func (q jetStreamQueue) Enqueue(ctx context.Context, j queue.Job) (bool, error) {
-	data, err := json.Marshal(j)
-	if err != nil {
-		return false, fmt.Errorf("encode job: %w", err)
-	}
-	ack, err := q.js.Publish(ctx, q.subject, data, jetstream.WithMsgID(j.Delivery))
-	if err != nil {
-		return false, fmt.Errorf("publish job %s: %w", j.Delivery, err)
-	}
-	return ack.Duplicate, nil
-}
-
-// newJetStreamQueue starts an embedded nats-server with its JetStream files in a temporary
-// directory (syncAlways: fsync every message) and creates the stream.
-func newJetStreamQueue(tb testing.TB, syncAlways bool) (jetStreamQueue, jetstream.Stream) {
+// newQueue opens cimdeploy's own durable queue (pipeline/queue) on an embedded state store in a
+// temporary directory, as `cimdeploy serve` does: the delivery is stored (its id claimed in the
+// deliveries bucket, the job published to CIMDEPLOY_JOBS and acknowledged) before the 202.
+func newQueue(tb testing.TB) *queue.Queue {
 	tb.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "webhookbench",
-		JetStream:  true,
-		StoreDir:   tb.TempDir(),
-		SyncAlways: syncAlways,
-		DontListen: true,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	st, err := store.Open(tb.Context(), store.Config{DataDir: tb.TempDir()}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv.Start()
-	tb.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("embedded nats-server not ready after 10s")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	tb.Cleanup(func() { st.Close() })
+	// Room for every delivery of a run: the queue refuses new jobs past MaxJobs.
+	q, err := queue.Open(tb.Context(), st.JetStream(), queue.Config{MaxJobs: 10_000_000}, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stream, err := js.CreateStream(tb.Context(), jetstream.StreamConfig{
-		Name:       "CIMDEPLOY_WEBHOOK_BENCH",
-		Subjects:   []string{"cimdeploy.bench.jobs"},
-		Storage:    jetstream.FileStorage,
-		Duplicates: 2 * time.Minute,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return jetStreamQueue{js: js, subject: "cimdeploy.bench.jobs"}, stream
+	return q
 }
 
 func cimdeploy(tb testing.TB, q webhooks.Queue) http.Handler {
@@ -135,7 +88,7 @@ func library(tb testing.TB) http.Handler {
 // measures answers, not errors), a bad signature is refused, and cimdeploy stored every job.
 func TestReceivers(t *testing.T) {
 	t.Parallel()
-	q, stream := newJetStreamQueue(t, false)
+	q := newQueue(t)
 	ds := deliveries(t)
 	for _, tt := range []struct {
 		name    string
@@ -171,12 +124,8 @@ func TestReceivers(t *testing.T) {
 			}
 		})
 	}
-	info, err := stream.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != uint64(len(ds)) {
-		t.Errorf("stream holds %d jobs, want %d", info.State.Msgs, len(ds))
+	if depth, err := q.Depth(t.Context()); err != nil || depth != len(ds) {
+		t.Errorf("the queue holds %d jobs (%v), want %d", depth, err, len(ds))
 	}
 }
 
@@ -248,14 +197,7 @@ func BenchmarkReceivers(b *testing.B) {
 	receivers := []receiver{
 		{name: "bare", handler: func(*testing.B) http.Handler { return webhookbench.Bare(secret, webhooks.DefaultMaxBody) }},
 		{name: "go-playground", handler: func(b *testing.B) http.Handler { return library(b) }},
-		{name: "cimdeploy", handler: func(b *testing.B) http.Handler {
-			q, _ := newJetStreamQueue(b, false)
-			return cimdeploy(b, q)
-		}},
-		{name: "cimdeploy-fsync", handler: func(b *testing.B) http.Handler {
-			q, _ := newJetStreamQueue(b, true)
-			return cimdeploy(b, q)
-		}},
+		{name: "cimdeploy", handler: func(b *testing.B) http.Handler { return cimdeploy(b, newQueue(b)) }},
 		{name: "cimdeploy-nostore", handler: func(b *testing.B) http.Handler { return cimdeploy(b, discardQueue{}) }},
 	}
 	results := map[string]webhookbench.Result{}
