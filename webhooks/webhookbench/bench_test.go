@@ -23,6 +23,7 @@ var (
 	duration = flag.Duration("webhookbench.duration", 5*time.Second, "how long BenchmarkReceivers loads each receiver")
 	senders  = flag.Int("webhookbench.senders", 50, "concurrent senders of BenchmarkReceivers")
 	rounds   = flag.Int("webhookbench.rounds", 1, "rounds of BenchmarkReceivers, each loading every receiver in turn")
+	rate     = flag.Float64("webhookbench.rate", 1000, "offered load (deliveries/s) at which BenchmarkReceivers measures latency")
 )
 
 var secret = []byte("cimdeploy-test-secret")
@@ -164,6 +165,18 @@ func TestRun(t *testing.T) {
 		t.Errorf("%d ids for %d deliveries", n, res.Requests)
 	}
 
+	// Paced: about rate × duration deliveries, not as many as the receiver answers.
+	paced, err := webhookbench.Paced(t.Context(), srv.URL, 4, ds, time.Second, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paced.Requests < 30 || paced.Requests > 44 || paced.Errors != 0 {
+		t.Errorf("Paced at 40/s for 1s: %v, want about 40 deliveries", paced)
+	}
+	if _, err := webhookbench.Paced(t.Context(), srv.URL, 4, ds, time.Second, 0); err == nil {
+		t.Error("Paced accepted a rate of 0")
+	}
+
 	// Wrongly signed deliveries are errors.
 	bad := []webhookbench.Delivery{ds[0]}
 	bad[0].Signature = webhookbench.Sign([]byte("other"), ds[0].Body)
@@ -215,10 +228,16 @@ func BenchmarkReceivers(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.StopTimer()
-				if res.Errors > 0 {
-					b.Errorf("%d errors", res.Errors)
+				paced, err := webhookbench.Paced(b.Context(), url, *senders, ds, *duration, *rate)
+				if err != nil {
+					b.Fatal(err)
 				}
+				b.StopTimer()
+				if res.Errors > 0 || paced.Errors > 0 {
+					b.Errorf("%d errors at saturation, %d at %v/s", res.Errors, paced.Errors, *rate)
+				}
+				b.ReportMetric(float64(paced.P50.Microseconds())/1000, "paced-p50-ms")
+				b.ReportMetric(float64(paced.P99.Microseconds())/1000, "paced-p99-ms")
 				b.ReportMetric(0, "ns/op")
 				b.ReportMetric(res.Throughput, "deliveries/s")
 				b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
@@ -230,7 +249,7 @@ func BenchmarkReceivers(b *testing.B) {
 					b.ReportMetric(100*res.Throughput/bare.Throughput, "%-of-bare")
 					b.ReportMetric(float64(res.P99)/float64(lib.P99), "p99/go-playground")
 				}
-				b.Logf("%s: %v", r.name, res)
+				b.Logf("%s: at saturation %v; at %v deliveries/s offered %v", r.name, res, *rate, paced)
 			})
 		}
 	}

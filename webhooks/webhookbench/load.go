@@ -58,6 +58,22 @@ func (r Result) String() string {
 // Each request carries a fresh X-GitHub-Delivery. Run returns an error only for bad arguments; a
 // failing request counts in Result.Errors.
 func Run(ctx context.Context, url string, senders int, deliveries []Delivery, duration time.Duration) (Result, error) {
+	return run(ctx, url, senders, deliveries, duration, 0)
+}
+
+// Paced is Run at an offered load of rate deliveries per second in all, spread evenly over the
+// senders: each sends on its own schedule, and a delivery's latency counts from the moment it was
+// due, not from when a late sender got to it, so a slow receiver is not flattered by the senders
+// waiting for it (coordinated omission). Latency under a given load, where Run measures the most a
+// receiver answers.
+func Paced(ctx context.Context, url string, senders int, deliveries []Delivery, duration time.Duration, rate float64) (Result, error) {
+	if rate <= 0 {
+		return Result{}, fmt.Errorf("webhookbench: rate %v: want a positive rate", rate)
+	}
+	return run(ctx, url, senders, deliveries, duration, rate)
+}
+
+func run(ctx context.Context, url string, senders int, deliveries []Delivery, duration time.Duration, rate float64) (Result, error) {
 	switch {
 	case senders < 1:
 		return Result{}, fmt.Errorf("webhookbench: %d senders: want at least 1", senders)
@@ -89,9 +105,29 @@ func Run(ctx context.Context, url string, senders int, deliveries []Delivery, du
 	for s := range senders {
 		wg.Go(func() {
 			t := &tallies[s]
+			var interval time.Duration
+			if rate > 0 {
+				interval = time.Duration(float64(senders) / rate * float64(time.Second))
+			}
+			// The senders' schedules are staggered over one interval.
+			due := start.Add(interval * time.Duration(s) / time.Duration(senders))
 			for n := 0; ctx.Err() == nil; n++ {
 				d := deliveries[(s+n)%len(deliveries)]
+				if interval > 0 {
+					if wait := time.Until(due); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				sent := time.Now()
 				lat, err := send(ctx, client, url, d, fmt.Sprintf("%x-%d-%d", runID, s, n))
+				if interval > 0 {
+					lat += sent.Sub(due) // late: the wait counts
+					due = due.Add(interval)
+				}
 				switch {
 				case ctx.Err() != nil: // cut short by the end of the run: not counted
 				case err != nil:
