@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,6 +56,10 @@ its job goes back to the queue.`,
 			if err := checkPositive(cmd, &opts.daemon); err != nil {
 				return usageError(err)
 			}
+			// A daemon logs what it does: info unless told otherwise.
+			if !cmd.Flags().Changed("log-level") && !g.verbose && os.Getenv("CIMDEPLOY_LOG_LEVEL") == "" {
+				g.logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: redactAttr}))
+			}
 			return runServe(cmd.Context(), g, opts)
 		},
 	}
@@ -85,6 +90,9 @@ func runServe(ctx context.Context, g *globalOptions, opts serveOptions) error {
 		}
 		if dc.Webhooks.Repository == "" {
 			dc.Webhooks.Repository = labRepository
+		}
+		if cfg.Store.URL == "" && cfg.Store.Listen == "" {
+			cfg.Store.Listen = "127.0.0.1:0" // for cimdeploy pause, approve, ... --nats-url
 		}
 		if dc.WebhookSecretFile == "" {
 			secret, err := labSecret(cfg.LabDir)
