@@ -20,9 +20,11 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/cimdeploy/cimdeploy/deploy"
+	"github.com/cimdeploy/cimdeploy/gitops/forge"
 	"github.com/cimdeploy/cimdeploy/gitops/forge/forgetest"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
+	"github.com/cimdeploy/cimdeploy/stages"
 )
 
 const (
@@ -191,4 +193,11 @@ func TestEndpoints(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Error("/readyz still answers 200 with the store closed")
+}
+
+// TestApprovalStageName: the GitHub reporter recognises the approval stage by the name the stage has.
+func TestApprovalStageName(t *testing.T) {
+	if got := (stages.Approve{}).Name(); got != forge.ApprovalStage {
+		t.Errorf("stages.Approve is named %q, forge.ApprovalStage is %q", got, forge.ApprovalStage)
+	}
 }

@@ -150,7 +150,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Reporter,
 
 // Report queues the GitHub calls ev asks for and returns at once; it fails only for an event it
 // cannot decode or after Close. RunStarted: pending statuses (cimdeploy/validate, and for a deploy
-// run cimdeploy/deploy), a deployment with an in_progress status, a check run. StageFinished of a
+// run cimdeploy/deploy), a deployment with an in_progress status, a check run. StageStarted of the
+// approval stage: the pending deploy status says the run waits for approval. StageFinished of a
 // validation stage (checkout, generate, check, build): the final cimdeploy/validate status when it
 // failed or when build passed. RunFinished: the remaining final statuses, the deployment's final status
 // and the check run's conclusion with one annotation per located problem.
@@ -162,6 +163,12 @@ func (r *Reporter) Report(_ context.Context, ev pipeline.Event) error {
 			return fmt.Errorf("github reporter: decode %s of run %s: %w", ev.Type, ev.AggregateID, err)
 		}
 		return r.runStarted(d.Run)
+	case pipeline.StageStarted:
+		var s pipeline.StageData
+		if err := json.Unmarshal(ev.Data, &s); err != nil {
+			return fmt.Errorf("github reporter: decode %s of run %s: %w", ev.Type, ev.AggregateID, err)
+		}
+		return r.stageStarted(ev.AggregateID, s.Stage)
 	case pipeline.StageFinished:
 		var s pipeline.StageResult
 		if err := json.Unmarshal(ev.Data, &s); err != nil {
@@ -206,6 +213,29 @@ func (r *Reporter) runStarted(run pipeline.Run) error {
 	if r.app {
 		r.enqueue(r.checkRunCreateJob(st))
 	}
+	return nil
+}
+
+// ApprovalStage is the stage of a deploy run that waits for an operator (stages.Approve): while it
+// runs, the deploy status says so and names the command that lets the run go on.
+const ApprovalStage = "approve"
+
+// stageStarted shows a deploy held for approval in its pending cimdeploy/deploy status.
+func (r *Reporter) stageStarted(runID, stage string) error {
+	if stage != ApprovalStage {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	st := r.runs[runID]
+	if st == nil || st.run.Kind != pipeline.KindDeploy {
+		return nil
+	}
+	r.enqueue(r.statusJob(runID, st.run.Commit, ContextDeploy, statePending,
+		"built and published; waiting for approval: cimdeploy approve "+runID, r.runURL(runID)))
 	return nil
 }
 

@@ -663,3 +663,32 @@ func TestLoadConfigDefaults(t *testing.T) {
 type mapLookuper map[string]string
 
 func (m mapLookuper) Lookup(k string) (string, bool) { v, ok := m[k]; return v, ok }
+
+// TestApprovalShowsInTheDeployStatus: while a deploy run waits for approval, its pending deploy
+// status says so and names the command that lets it go on.
+func TestApprovalShowsInTheDeployStatus(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	run := &pipeline.Run{ID: pipeline.NewRunID(), Repo: "octo/fleet", Ref: "refs/heads/main", Commit: shaA, Trigger: pipeline.TriggerPush, Kind: pipeline.KindDeploy}
+	noop := func(context.Context, *pipeline.StageRun) error { return nil }
+	var stages []pipeline.Stage
+	for _, name := range []string{"checkout", "generate", "check", "build", "publish", ApprovalStage, "rollout"} {
+		stages = append(stages, pipeline.NewStage(name, noop))
+	}
+	r := pipeline.Runner{Stages: stages, Reporters: []pipeline.Reporter{f.rep}, CleanupTimeout: 5 * time.Second}
+	if _, err := r.Run(t.Context(), run); err != nil {
+		t.Fatal(err)
+	}
+	f.flush(t)
+	var deploy []string
+	for _, s := range statuses(f.srv) {
+		if s.context == ContextDeploy {
+			deploy = append(deploy, s.state+": "+s.description)
+		}
+	}
+	want := []string{"pending: deploying " + shaA[:7] + " to production",
+		"pending: built and published; waiting for approval: cimdeploy approve " + run.ID,
+		"success: deployed 0 node(s) to production"}
+	if strings.Join(deploy, "\n") != strings.Join(want, "\n") {
+		t.Errorf("deploy statuses:\n%s\nwant:\n%s", strings.Join(deploy, "\n"), strings.Join(want, "\n"))
+	}
+}
