@@ -89,8 +89,10 @@ func labConfig(l *lab.Lab) remote.Config {
 		KeyFile:        l.ClientKey(),
 		KnownHosts:     l.KnownHosts(),
 		ConnectTimeout: 5 * time.Second,
-		Keepalive:      500 * time.Millisecond,
-		KeepaliveMax:   3,
+		// A busy CI machine may leave a keepalive unanswered for a second or two while it copies;
+		// the tests that need a dead connection found fast set their own.
+		Keepalive:      time.Second,
+		KeepaliveMax:   4,
 		MaxSessions:    8,
 		ProxmoxHost:    l.PVE().Address().String(),
 		ProxmoxStorage: "local",

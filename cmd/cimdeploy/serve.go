@@ -76,7 +76,7 @@ its job goes back to the queue.`,
 	f.IntVar(&d.Queue.MaxValidations, "max-validations", d.Queue.MaxValidations, "validations run at once by this instance [CIMDEPLOY_QUEUE_MAX_VALIDATIONS]")
 	f.BoolVar(&opts.cfg.RequireApproval, "require-approval", opts.cfg.RequireApproval, "hold deploys after build and publish until \"cimdeploy approve RUN\" [CIMDEPLOY_REQUIRE_APPROVAL]")
 	f.DurationVar(&opts.cfg.ApprovalTimeout, "approval-timeout", opts.cfg.ApprovalTimeout, "how long a deploy waits for approval [CIMDEPLOY_APPROVAL_TIMEOUT]")
-	f.StringVar(&opts.cfg.Store.Listen, "nats-listen", opts.cfg.Store.Listen, "host:port where the embedded NATS accepts clients (cimdeploy pause, approve, other instances) [CIMDEPLOY_NATS_LISTEN]")
+	f.StringVar(&opts.cfg.Store.Listen, "nats-listen", opts.cfg.Store.Listen, "host:port where the embedded NATS accepts clients, with a token: commands on the same --data-dir (pause, approve, ...) share serve's store [CIMDEPLOY_NATS_LISTEN]")
 	addPipelineFlags(f, &opts.cfg, "", nil)
 	addLabFlags(f, &opts.cfg, "serve the local lab: bring it up if needed, deploy its repository to its nodes")
 	return cmd
@@ -92,7 +92,7 @@ func runServe(ctx context.Context, g *globalOptions, opts serveOptions) error {
 			dc.Webhooks.Repository = labRepository
 		}
 		if cfg.Store.URL == "" && cfg.Store.Listen == "" {
-			cfg.Store.Listen = "127.0.0.1:0" // for cimdeploy pause, approve, ... --nats-url
+			cfg.Store.Listen = "127.0.0.1:0" // commands on the same data directory share the store
 		}
 		if dc.WebhookSecretFile == "" {
 			secret, err := labSecret(cfg.LabDir)
@@ -126,8 +126,8 @@ func runServe(ctx context.Context, g *globalOptions, opts serveOptions) error {
 		return &exitError{code: exitInfra, err: fmt.Errorf("--listen: %w", err)}
 	}
 	fmt.Fprintf(g.stdout, "cimdeploy serve: listening on http://%s (POST /webhooks/github, /runs, /healthz, /readyz, /metrics)\n", ln.Addr())
-	if u := st.ListenURL(); u != "" {
-		fmt.Fprintf(g.stdout, "state store: %s (cimdeploy pause, approve, ... --nats-url %s)\n", u, u)
+	if st.ListenURL() != "" {
+		fmt.Fprintf(g.stdout, "state store: embedded, shared with the commands given --data-dir %s (pause, approve, runs, ...)\n", cfg.Store.DataDir)
 	}
 	return d.Serve(ctx, ln)
 }

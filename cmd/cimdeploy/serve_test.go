@@ -53,15 +53,15 @@ func TestServe(t *testing.T) {
 		labFlags(l, data)...)
 	srv := startServe(t, args)
 	hook := &sender{t: t, secret: []byte("s3cr3t-for-the-serve-test"), repo: ghRepo}
-	// cli runs a command that reaches serve's store and the lab's nodes.
+	// cli runs a command on serve's data directory, which shares serve's store, and the lab's nodes.
 	cli := func(args ...string) (int, string, string) {
 		t.Helper()
-		return runCLI(t, append(args, append([]string{"--nats-url", srv.natsURL}, clusterFlags(l, filepath.Join(dir, "cli"))...)...)...)
+		return runCLI(t, append(args, clusterFlags(l, data)...)...)
 	}
 	// ctl runs a command that steers serve through its store.
 	ctl := func(args ...string) (int, string, string) {
 		t.Helper()
-		return runCLI(t, append(args, "--nats-url", srv.natsURL)...)
+		return runCLI(t, append(args, "--data-dir", data)...)
 	}
 	running := func(commit string) {
 		t.Helper()
@@ -173,12 +173,11 @@ type generation struct {
 
 // servd is a `cimdeploy serve` process.
 type servd struct {
-	cmd     *exec.Cmd
-	url     string // http://127.0.0.1:port
-	natsURL string
-	done    chan struct{}
-	mu      sync.Mutex
-	out     bytes.Buffer
+	cmd  *exec.Cmd
+	url  string // http://127.0.0.1:port
+	done chan struct{}
+	mu   sync.Mutex
+	out  bytes.Buffer
 }
 
 // startServe starts the test binary as cimdeploy (execMain) with args and waits for it to listen.
@@ -196,7 +195,6 @@ func startServe(t *testing.T, args []string) *servd {
 		t.Fatal(err)
 	}
 	listening := regexp.MustCompile(`listening on (http://\S+)`)
-	store := regexp.MustCompile(`state store: (nats://\S+)`)
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -205,9 +203,6 @@ func startServe(t *testing.T, args []string) *servd {
 			line := sc.Text()
 			s.mu.Lock()
 			s.out.WriteString(line + "\n")
-			if m := store.FindStringSubmatch(line); m != nil {
-				s.natsURL = m[1]
-			}
 			if m := listening.FindStringSubmatch(line); m != nil && s.url == "" {
 				s.url = m[1]
 				close(ready)
@@ -239,19 +234,7 @@ func startServe(t *testing.T, args []string) *servd {
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("serve did not listen within 3m:\n%s", s.output())
 	}
-	for { // printed right after the listener
-		s.mu.Lock()
-		url := s.natsURL
-		s.mu.Unlock()
-		if url != "" {
-			return s
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("serve ended:\n%s", s.output())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return s
 }
 
 func (s *servd) output() string {

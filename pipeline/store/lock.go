@@ -53,10 +53,32 @@ func flock(f *os.File) error {
 	}
 }
 
+// advertise adds to the lock file where the holder's embedded server accepts clients, with the token
+// they need: another cimdeploy of the same data directory (a command while serve runs) connects there
+// instead of failing on the lock. The file is the holder's alone (0600 in a 0700 directory).
+func (l *dirLock) advertise(url, token string) error {
+	_, err := l.f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"+url+"\n"+token+"\n"), 0)
+	return err
+}
+
+// advertised is the client URL and token a live holder wrote into the lock file at path, if any.
+func advertised(path string) (url, token string, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) > 4096 {
+		return "", "", false
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[1], "nats://") || lines[2] == "" {
+		return "", "", false
+	}
+	return lines[1], lines[2], true
+}
+
 // holder names the pid written by the holder, when it has written one yet.
 func holder(path string) string {
 	b, err := os.ReadFile(path)
-	if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
+	first, _, _ := strings.Cut(string(b), "\n")
+	if pid, perr := strconv.Atoi(strings.TrimSpace(first)); err == nil && perr == nil {
 		return "pid " + strconv.Itoa(pid)
 	}
 	return "pid unknown"

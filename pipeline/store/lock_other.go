@@ -17,3 +17,7 @@ func lockDir(dir string) (*dirLock, error) {
 }
 
 func (l *dirLock) unlock() error { return nil }
+
+func (l *dirLock) advertise(url, token string) error { return nil }
+
+func advertised(path string) (url, token string, ok bool) { return "", "", false }

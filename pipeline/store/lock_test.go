@@ -12,6 +12,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
 )
@@ -80,5 +83,35 @@ func holdLock(dir string) {
 	io.Copy(io.Discard, os.Stdin)
 	if err := s.Close(); err != nil {
 		fail(err)
+	}
+}
+
+// TestSecondOpenSharesAListeningStore: while a process holds the data directory with a listener (serve),
+// another Open of the same directory (a command) connects to it with the token the lock file gives,
+// sees the same state, and a client without the token is refused.
+func TestSecondOpenSharesAListeningStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first := open(t, Config{DataDir: dir, Listen: "127.0.0.1:0"})
+	second, err := Open(t.Context(), Config{DataDir: dir}, testLogger(t))
+	if err != nil {
+		t.Fatalf("second Open of a data directory served with a listener: %v", err)
+	}
+	defer second.Close()
+	if err := second.Pause(t.Context(), "ops@example", "freeze"); err != nil {
+		t.Fatal(err)
+	}
+	if st, paused, err := first.Paused(t.Context()); err != nil || !paused || st.Reason != "freeze" {
+		t.Errorf("the holder does not see the pause the second Open made: %+v %v %v", st, paused, err)
+	}
+	if second.ListenURL() != "" {
+		t.Errorf("a sharing store has a listener of its own: %q", second.ListenURL())
+	}
+	bare := strings.Replace(first.ListenURL(), first.token+"@", "", 1)
+	if _, err := nats.Connect(bare, nats.Timeout(2*time.Second)); err == nil {
+		t.Errorf("a client without the token connected to %s", bare)
+	}
+	if strings.Contains(fmt.Sprint(err), first.token) {
+		t.Error("an error shows the token")
 	}
 }

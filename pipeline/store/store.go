@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +47,9 @@ type Store struct {
 	held      map[string]struct{} // runs whose lease this Store renews
 	stopRenew chan struct{}       // closed to stop renewLeases; nil while it does not run
 	renewDone chan struct{}
+
+	// token is what clients of the embedded server authenticate with.
+	token string
 
 	// interrupted are the runs Open marked interrupted (Interrupted).
 	interrupted []RunSummary
@@ -105,10 +110,23 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	url := s.cfg.URL
 	if url == "" {
-		if err := s.startServer(); err != nil {
-			return err
+		err := s.startServer()
+		shared, token, ok := "", "", false
+		if errors.Is(err, ErrLocked) {
+			shared, token, ok = advertised(filepath.Join(s.absDataDir(), "lock"))
 		}
-		opts = append(opts, nats.InProcessServer(s.srv), nats.NoReconnect())
+		switch {
+		case ok:
+			// Another cimdeploy (serve) holds the data directory and lets its clients in: share its store.
+			s.logger.Info("the data directory's store is served by another cimdeploy: using it", "data_dir", s.cfg.DataDir)
+			s.srv, s.lock = nil, nil
+			url = shared
+			opts = append(opts, nats.Token(token), nats.NoReconnect())
+		case err != nil:
+			return err
+		default:
+			opts = append(opts, nats.InProcessServer(s.srv), nats.NoReconnect(), nats.Token(s.token))
+		}
 	} else {
 		if s.cfg.CredsFile != "" {
 			if _, err := os.Stat(s.cfg.CredsFile); err != nil {
@@ -153,12 +171,20 @@ func (s *Store) startServer() error {
 	if s.lock, err = lockDir(dir); err != nil {
 		return err
 	}
+	// Every client needs a token, in-process ones too: with a listener, it keeps out whoever cannot
+	// read the lock file (the data directory is 0700).
+	var tok [24]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return fmt.Errorf("embedded nats-server token: %w", err)
+	}
+	s.token = hex.EncodeToString(tok[:])
 	opts := &server.Options{
-		ServerName: "cimdeploy",
-		JetStream:  true,
-		StoreDir:   filepath.Join(dir, "nats"),
-		NoSigs:     true,
-		DontListen: s.cfg.Listen == "",
+		ServerName:    "cimdeploy",
+		JetStream:     true,
+		StoreDir:      filepath.Join(dir, "nats"),
+		NoSigs:        true,
+		DontListen:    s.cfg.Listen == "",
+		Authorization: s.token,
 	}
 	if s.cfg.Listen != "" {
 		opts.Host, opts.Port, _ = splitListen(s.cfg.Listen) // validated by Open
@@ -196,7 +222,20 @@ func (s *Store) startServer() error {
 	if !srv.JetStreamEnabled() {
 		return fmt.Errorf("embedded nats-server in %s: JetStream did not start", dir)
 	}
+	if s.cfg.Listen != "" {
+		if err := s.lock.advertise(srv.ClientURL(), s.token); err != nil {
+			return fmt.Errorf("lock file: %w", err)
+		}
+	}
 	return nil
+}
+
+// absDataDir is DataDir made absolute (DataDir itself when that fails).
+func (s *Store) absDataDir() string {
+	if dir, err := filepath.Abs(s.cfg.DataDir); err == nil {
+		return dir
+	}
+	return s.cfg.DataDir
 }
 
 // provision creates or updates the stream and the buckets.

@@ -507,8 +507,8 @@ func TestEmbeddedListener(t *testing.T) {
 			t.Fatal("no listener with Listen 127.0.0.1:0")
 		}
 		report(t, s, newRun("run-1", t0).history(t, pipeline.StatusSuccess))
-		// Another process would connect over TCP: it sees the same history.
-		client := open(t, Config{URL: "nats://" + addr.String()})
+		// Another process would connect over TCP, with the token: it sees the same history.
+		client := open(t, Config{URL: s.ListenURL()})
 		runs, err := client.Runs(t.Context(), 0)
 		if err != nil || len(runs) != 1 {
 			t.Errorf("Runs over TCP = %+v, %v", runs, err)
