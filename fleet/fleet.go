@@ -268,7 +268,7 @@ func Drift(current string, rec rollout.NodeState) string {
 		return ""
 	}
 	return fmt.Sprintf("switched by hand: it runs %s, but cimdeploy last deployed %s (generation %d, commit %s, run %s)",
-		storeName(current), storeName(rec.Toplevel), rec.Generation, shortCommit(rec.Commit), rec.RunID)
+		orNothing(current), rec.Toplevel, rec.Generation, shortCommit(rec.Commit), rec.RunID)
 }
 
 func notAtDesired(n Node, rec rollout.NodeState) string {
@@ -348,11 +348,7 @@ func Desired(ctx context.Context, runs Records, repo, branch string) (commit, ru
 	return "", "", nil
 }
 
-func storeName(p string) string {
-	const prefix = "/nix/store/"
-	if strings.HasPrefix(p, prefix) && len(p) > len(prefix)+33 {
-		return p[len(prefix)+33:]
-	}
+func orNothing(p string) string {
 	if p == "" {
 		return "nothing"
 	}

@@ -192,7 +192,7 @@ func TestObserveSwitchedByHand(t *testing.T) {
 	}
 	n := node(t, f, "nats-2")
 	if !n.Drifted || n.AtDesired || !n.Healthy || n.Generation != 2 || n.Commit != commitB || len(n.Problems) != 2 ||
-		!strings.HasPrefix(n.Problems[0], "switched by hand: it runs nixos-system-nats-2-bbbbbbb, but cimdeploy last deployed nixos-system-nats-2-aaaaaaa (generation 1, commit aaaaaaaaaaaa, run run-a)") {
+		n.Problems[0] != "switched by hand: it runs "+hand+", but cimdeploy last deployed "+systemOf("nats-2", commitA)+" (generation 1, commit aaaaaaaaaaaa, run run-a)" {
 		t.Errorf("nats-2: %+v", n)
 	}
 	if why := fleet.Drift(n.Toplevel, n.Record); why != n.Problems[0] {

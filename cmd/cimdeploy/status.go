@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -81,8 +80,14 @@ func runStatus(ctx context.Context, g *globalOptions, opts statusOptions) error 
 	} else if err := printFleet(g, f, opts.cfg.Rev); err != nil {
 		return err
 	}
-	if problems := f.Problems(); len(problems) > 0 {
-		return &exitError{code: exitFailed, err: errors.New(strings.Join(problems, "\n"))}
+	var bad []string
+	for _, n := range f.Nodes {
+		if !n.OK() {
+			bad = append(bad, n.Node)
+		}
+	}
+	if len(bad) > 0 {
+		return &exitError{code: exitFailed, err: fmt.Errorf("%d of %d nodes need attention: %s", len(bad), len(f.Nodes), strings.Join(bad, ", "))}
 	}
 	return nil
 }
