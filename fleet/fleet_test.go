@@ -3,12 +3,17 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/fleet"
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
@@ -266,5 +271,102 @@ func TestObserveStoreFails(t *testing.T) {
 	w.store.Close()
 	if f, err := fleet.Observe(t.Context(), w.source(nil), fleet.Options{}); err == nil {
 		t.Fatalf("observed without a store: %+v", f)
+	}
+}
+
+// loopbackRepo is a git repository of the event fixtures with the cluster moved to loopback
+// addresses where nothing listens (127.0.0.41-43): its nodes refuse connections at once.
+func loopbackRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join("..", "fixtures", "events")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "events"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = []byte(strings.ReplaceAll(string(data), `"10.0.0.`, `"127.0.0.`))
+		if err := os.WriteFile(filepath.Join(dir, "events", e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "cluster"}} {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@cim.local"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return dir
+}
+
+// TestObserverOpensAgainAfterADeploy: an Observer keeps its cluster open between observations and
+// opens it again (the topology read anew) once a deploy changed the desired commit.
+func TestObserverOpensAgainAfterADeploy(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, store.Config{DataDir: filepath.Join(dir, "store"), Listen: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key, known := filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "known_hosts")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(known, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := deploy.Load(ctx, envconfig.MapLookuper(map[string]string{
+		"CIMDEPLOY_REPO": loopbackRepo(t), "CIMDEPLOY_DATA_DIR": filepath.Join(dir, "data"), "CIMDEPLOY_NATS_URL": st.ListenURL(),
+		"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": known, "CIMDEPLOY_SSH_CONNECT_TIMEOUT": "2s",
+		"CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT": "2s", "CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.ValidateCluster(); err != nil {
+		t.Fatal(err)
+	}
+	opens := 0
+	obs := fleet.NewObserver(func(ctx context.Context) (*deploy.Cluster, error) {
+		opens++
+		return deploy.OpenCluster(ctx, cfg, nil)
+	}, fleet.Options{Branch: "main"})
+	defer obs.Close()
+
+	var first *fleet.Fleet
+	for range 2 {
+		f, err := obs.Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = f
+	}
+	if opens != 1 || first.Desired != first.Commit || first.DesiredRun != "" || len(first.Nodes) != 3 {
+		t.Fatalf("%d opens; desired %s (run %q), commit %s, %d nodes", opens, first.Desired, first.DesiredRun, first.Commit, len(first.Nodes))
+	}
+	for _, n := range first.Nodes {
+		if n.Reachable || n.Healthy || n.OK() || len(n.Problems) != 2 {
+			t.Errorf("%s, where nothing listens: %+v", n.Node, n)
+		}
+	}
+
+	w := &world{store: st}
+	id := w.run(t, "refs/heads/main", commitA, true)
+	f, err := obs.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opens != 2 || f.Desired != commitA || f.DesiredRun != id {
+		t.Errorf("after a deploy: %d opens, desired %s (run %s)", opens, f.Desired, f.DesiredRun)
 	}
 }
