@@ -106,6 +106,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		newRolloutCommand(g),
 		newRollbackCommand(g),
 		newGenerationsCommand(g),
+		newStatusCommand(g),
 		newServeCommand(g),
 		newPauseCommand(g),
 		newResumeCommand(g),
