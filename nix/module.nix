@@ -89,12 +89,14 @@ in
     package = mkOption {
       type = types.package;
       default = pkgs.cimdeploy;
+      defaultText = lib.literalExpression "pkgs.cimdeploy";
       description = "The cimdeploy package (the flake's nixosModules.default sets it to the flake's own).";
     };
 
     nixPackage = mkOption {
       type = types.package;
       default = config.nix.package;
+      defaultText = lib.literalExpression "config.nix.package";
       description = "The Nix cimdeploy runs (CIMDEPLOY_NIX_BIN); by default the system's, which matches its daemon.";
     };
 
