@@ -25,6 +25,8 @@ let
   listenPort = if listenMatch == null then null else builtins.fromJSON (builtins.elemAt listenMatch 1);
   listenHost = if listenMatch == null then "" else builtins.elemAt listenMatch 0;
   loopback = builtins.elem listenHost [ "localhost" "[::1]" ] || lib.hasPrefix "127." listenHost;
+  # A port below 1024 needs the one capability the service may then keep.
+  privilegedPort = listenPort != null && listenPort > 0 && listenPort < 1024;
 
   # Credential name -> (file on the host, variable cimdeploy reads the file's path from).
   secrets = lib.filterAttrs (_: s: s.file != null) {
@@ -52,6 +54,7 @@ let
       CIMDEPLOY_GITHUB_ENVIRONMENT = cfg.githubEnvironment;
       CIMDEPLOY_REQUIRE_APPROVAL = lib.boolToString cfg.requireApproval;
       CIMDEPLOY_LXC_BUILDER = cfg.lxcBuilder;
+      CIMDEPLOY_CLOSURE_COPY = cfg.closureCopy;
       CIMDEPLOY_SSH_USER = cfg.ssh.user;
       CIMDEPLOY_SSH_PORT = toString cfg.ssh.port;
       CIMDEPLOY_PROXMOX_STORAGE = cfg.proxmoxStorage;
@@ -180,6 +183,12 @@ in
       type = types.enum [ "nixpkgs" "nixos-generators" ];
       default = "nixpkgs";
       description = "What builds the Proxmox LXC templates (CIMDEPLOY_LXC_BUILDER).";
+    };
+
+    closureCopy = mkOption {
+      type = types.enum [ "export" "nix-copy" ];
+      default = "export";
+      description = "How closures reach the nodes: over cimdeploy's own SSH connection, or `nix copy --to ssh-ng://`, which runs OpenSSH (CIMDEPLOY_CLOSURE_COPY).";
     };
 
     natsUrl = mkOption {
@@ -330,8 +339,9 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" "nix-daemon.socket" ];
       wants = [ "network-online.target" ];
-      # nix evaluates the infrastructure flake, whose workspace is a git+file: reference.
-      path = [ cfg.nixPackage pkgs.git ];
+      # nix evaluates the infrastructure flake, whose workspace is a git+file: reference; nix copy
+      # reaches ssh-ng:// stores with OpenSSH's ssh.
+      path = [ cfg.nixPackage pkgs.git ] ++ lib.optional (cfg.closureCopy == "nix-copy") pkgs.openssh;
       inherit environment;
       serviceConfig = {
         Type = "exec";
@@ -358,8 +368,8 @@ in
         PrivateTmp = true;
         PrivateDevices = true;
         NoNewPrivileges = true;
-        CapabilityBoundingSet = "";
-        AmbientCapabilities = "";
+        CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
+        AmbientCapabilities = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
         RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
         RestrictNamespaces = true;
         RestrictRealtime = true;

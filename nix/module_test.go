@@ -155,6 +155,7 @@ func TestModuleTypicalService(t *testing.T) {
 		"CIMDEPLOY_TRUSTED_SIGNERS":             "/etc/cimdeploy/allowed_signers",
 		"CIMDEPLOY_REQUIRE_APPROVAL":            "true",
 		"CIMDEPLOY_LXC_BUILDER":                 "nixpkgs",
+		"CIMDEPLOY_CLOSURE_COPY":                "export",
 		"CIMDEPLOY_NATS_URL":                    "nats://nats-1.example.com:4222",
 		"CIMDEPLOY_SSH_USER":                    "deploy",
 		"CIMDEPLOY_SSH_PORT":                    "2222",
@@ -182,8 +183,8 @@ func TestModuleTypicalService(t *testing.T) {
 	if nixBin := env["CIMDEPLOY_NIX_BIN"]; !strings.HasPrefix(nixBin, "/nix/store/") || !strings.HasSuffix(nixBin, "/bin/nix") {
 		t.Errorf("CIMDEPLOY_NIX_BIN = %q, want the system's nix", nixBin)
 	}
-	if !strings.Contains(env["PATH"], "-git-") || !strings.Contains(env["PATH"], "-nix-") {
-		t.Errorf("PATH = %q, want nix and git (a workspace is a git+file: flake)", env["PATH"])
+	if !strings.Contains(env["PATH"], "-git-") || !strings.Contains(env["PATH"], "-nix-") || strings.Contains(env["PATH"], "-openssh-") {
+		t.Errorf("PATH = %q, want nix and git (a workspace is a git+file: flake), no OpenSSH", env["PATH"])
 	}
 	// Secrets reach the service as credentials only: no variable names the host's file.
 	for k, v := range env {
@@ -401,6 +402,35 @@ func TestModuleRejectsBadSettings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestModuleNixCopyOnPort443: closures copied by nix copy put OpenSSH on the service's PATH, and a
+// listener on a port below 1024 keeps CAP_NET_BIND_SERVICE, the one capability it needs.
+func TestModuleNixCopyOnPort443(t *testing.T) {
+	t.Parallel()
+	requirePrograms(t, "nix")
+	caseModule := `{ lib, ... }: { imports = [ ./minimal.nix ]; services.cimdeploy = { closureCopy = "nix-copy"; listen = "[::]:443"; openFirewall = true; }; }`
+	dir := systemDir(t, caseModule, map[string]string{"minimal.nix": minimal})
+	out, stderr, err := run(t.Context(), dir, "nix", "eval", "--json", "--no-write-lock-file", ".#result")
+	if err != nil {
+		t.Fatalf("nix eval: %v\n%s", err, stderr)
+	}
+	var r evalResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("nix eval output: %v\n%s", err, out)
+	}
+	env, sc := r.Unit.Environment, r.Unit.ServiceConfig
+	if env["CIMDEPLOY_CLOSURE_COPY"] != "nix-copy" || !strings.Contains(env["PATH"], "-openssh-") {
+		t.Errorf("CIMDEPLOY_CLOSURE_COPY = %q, PATH = %q: want nix-copy with OpenSSH on PATH", env["CIMDEPLOY_CLOSURE_COPY"], env["PATH"])
+	}
+	for _, key := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {
+		if got, _ := sc[key].([]any); !slices.Equal(got, []any{"CAP_NET_BIND_SERVICE"}) {
+			t.Errorf("serviceConfig.%s = %#v, want [CAP_NET_BIND_SERVICE] for port 443", key, sc[key])
+		}
+	}
+	if !slices.Equal(r.Ports, []int{443}) {
+		t.Errorf("allowedTCPPorts = %v, want [443]", r.Ports)
 	}
 }
 
