@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cimdeploy/cimdeploy/deploy"
+	"github.com/cimdeploy/cimdeploy/fleet"
 	"github.com/cimdeploy/cimdeploy/gitops/forge"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/queue"
@@ -106,6 +107,7 @@ type Daemon struct {
 	deployer *deploy.Deployer
 	queue    *queue.Queue
 	github   *forge.Reporter // nil: no GitHub credentials, nothing reported there
+	fleet    *fleet.Observer // the nodes' state, for /metrics
 	metrics  *runMetrics
 	gate     *prometheus.HistogramVec
 	handler  http.Handler
@@ -132,6 +134,11 @@ func New(ctx context.Context, cfg Config, st *store.Store, dep *deploy.Deployer,
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120},
 	}, []string{"node"})
 	reg.MustRegister(d.gate)
+
+	d.fleet = fleet.NewObserver(dep.OpenCluster, fleet.Options{Repo: dep.Source().String(), Branch: cfg.Webhooks.DeployBranch, Logger: logger})
+	if _, err := fleet.NewCollector(d.fleet, reg, fleet.CollectorOptions{Logger: logger}); err != nil {
+		return nil, fmt.Errorf("fleet metrics: %w", err)
+	}
 
 	qcfg := cfg.Queue
 	qcfg.Paused = func(ctx context.Context) (bool, error) {
@@ -226,6 +233,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 			errs = append(errs, fmt.Errorf("github reports: %w", err))
 		}
 	}
+	d.fleet.Close()
 	return errors.Join(errs...)
 }
 

@@ -104,6 +104,7 @@ func runServe(ctx context.Context, g *globalOptions, opts serveOptions) error {
 		}
 	}
 	dc.GitHub.Repository = dc.Webhooks.Repository // one setting, read by both
+	cfg.Rev = dc.Webhooks.DeployBranch            // what the fleet's desired state is read from
 	errs := []error{cfg.Validate(pipeline.KindDeploy), dc.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		return usageError(err)
