@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,12 +48,13 @@ func (p pages) events(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case p.streams <- struct{}{}:
-		defer func() { <-p.streams }()
 	default:
 		w.Header().Set("Retry-After", "10")
 		http.Error(w, "too many live views open: try again later", http.StatusServiceUnavailable)
 		return
 	}
+	release := sync.OnceFunc(func() { <-p.streams })
+	defer release()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
@@ -107,6 +109,7 @@ func (p pages) events(w http.ResponseWriter, r *http.Request) {
 		cancel()
 		msgs.Stop()
 		<-fed
+		release()
 		p.removeConsumer(context.WithoutCancel(r.Context()), cons)
 	}()
 
