@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -140,7 +139,7 @@ func TestEventStream(t *testing.T) {
 		}
 	}
 
-	run := startGatedRun(t, st, io.Discard)
+	run := startGatedRun(t, st, nil)
 	run.waitEvent(t, pipeline.StageStarted)
 	events := srv.URL + "/runs/" + run.Run.ID + "/events"
 

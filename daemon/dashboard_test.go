@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,9 +38,9 @@ func openStore(t *testing.T) *store.Store {
 	return st
 }
 
-// startGatedRun starts the run in the background, its command output going to output. The test's
-// cleanup opens every gate still closed and waits for the run to end.
-func startGatedRun(t *testing.T, st *store.Store, output io.Writer) *gatedRun {
+// startGatedRun starts the run in the background, its command output going to the file logFile
+// names (nil: nowhere). The test's cleanup opens every gate still closed and waits for the run to end.
+func startGatedRun(t *testing.T, st *store.Store, logFile func(runID string) string) *gatedRun {
 	t.Helper()
 	g := &gatedRun{
 		Run: &pipeline.Run{ID: pipeline.NewRunID(), Repo: "file:///infra", Ref: "refs/heads/main",
@@ -57,6 +59,19 @@ func startGatedRun(t *testing.T, st *store.Store, output io.Writer) *gatedRun {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	output := io.Discard
+	if logFile != nil {
+		path := logFile(g.Run.ID)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		output = f
 	}
 	runner := &pipeline.Runner{
 		Logger: slog.New(slog.DiscardHandler),
