@@ -33,6 +33,11 @@ func (p pages) log(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no command output recorded for this run", http.StatusNotFound)
 			return
 		}
+		if errors.Is(err, errNotRegular) {
+			p.logger.Warn("run log: not served", "run_id", id, "err", err)
+			http.Error(w, "no command output recorded for this run", http.StatusNotFound)
+			return
+		}
 		p.logger.Warn("run log", "run_id", id, "err", err)
 		http.Error(w, "the run's command output could not be read", http.StatusInternalServerError)
 		return

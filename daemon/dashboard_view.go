@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
@@ -47,7 +49,8 @@ type nodeView struct {
 	LastLines []string
 }
 
-// foldStages folds a run's events into its stages, in the order they started. Events it cannot
+// foldStages folds a run's events into its stages, in the order they started, each with its nodes
+// sorted by name. Events it cannot
 // decode are left out: the page shows what it can.
 func foldStages(events []pipeline.Event) []*stageView {
 	var stages []*stageView
@@ -68,7 +71,8 @@ func foldStages(events []pipeline.Event) []*stageView {
 			}
 		}
 		n := &nodeView{Node: name, Status: pipeline.StatusQueued}
-		s.Nodes = append(s.Nodes, n)
+		i, _ := slices.BinarySearchFunc(s.Nodes, name, func(n *nodeView, name string) int { return strings.Compare(n.Node, name) })
+		s.Nodes = slices.Insert(s.Nodes, i, n)
 		return n
 	}
 	step := func(s *stageView, r pipeline.StepResult) {
@@ -168,7 +172,7 @@ var funcs = template.FuncMap{
 // builds its elements with textContent only.
 const head = `{{define "head"}}<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/static/dashboard.css">{{end}}
+<link rel="stylesheet" href="/static/dashboard.css"><link rel="icon" href="/static/favicon.svg">{{end}}
 {{define "nav"}}<nav><a href="/">Runs</a>{{range .Nav}} <a href="{{.Href}}">{{.Label}}</a>{{end}}</nav>{{end}}
 {{define "commit"}}{{if .CommitURL}}<a href="{{.CommitURL}}" rel="noreferrer"><code>{{short .Commit}}</code></a>{{else}}<code>{{short .Commit}}</code>{{end}}{{end}}`
 

@@ -70,7 +70,9 @@
     var err = el("pre", "err");
     err.hidden = true;
     li.append(err);
-    ul.append(li);
+    var after = ul.firstElementChild;
+    while (after && after.getAttribute("data-node") < name) after = after.nextElementSibling;
+    ul.insertBefore(li, after); // sorted by name, as the server renders them
     return li;
   }
   function step(st, r) {
