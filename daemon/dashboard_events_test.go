@@ -130,7 +130,10 @@ func TestEventStream(t *testing.T) {
 	mux := http.NewServeMux()
 	pages{runs: st, stream: st.JetStream(), logger: slog.New(slog.DiscardHandler),
 		maxStreams: 1, heartbeat: 20 * time.Millisecond}.register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	// serve's own server has a write timeout: a stream outlives it (each write has its own deadline).
+	srv.Config.WriteTimeout = 100 * time.Millisecond
+	srv.Start()
 	defer srv.Close()
 
 	for _, path := range []string{"/runs/a.b/events", "/runs/..%2f..%2fetc/events", "/runs/20260101T000000Z-00000000/events"} {
@@ -161,11 +164,18 @@ func TestEventStream(t *testing.T) {
 	if c2, resp := openSSE(t, events, nil); c2 != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("second client: %s, Retry-After %q; want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
-	// The run waits at generate: the stream keeps beating.
+	// The run waits at generate: the stream keeps beating, past the server's write timeout (30
+	// heartbeats 20ms apart take longer than 100ms even when the ticker catches up on one).
+	beats := 0
 	for m := range c.Msgs {
 		if m.Comment == "heartbeat" {
-			break
+			if beats++; beats == 30 {
+				break
+			}
 		}
+	}
+	if beats != 30 {
+		t.Fatalf("the stream ended after %d heartbeats while the run was going on", beats)
 	}
 	c.cancel()
 	for deadline := time.Now().Add(10 * time.Second); consumers(t, st) != 0; {
