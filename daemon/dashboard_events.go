@@ -49,11 +49,13 @@ func (p pages) events(w http.ResponseWriter, r *http.Request) {
 	select {
 	case p.streams <- struct{}{}:
 	default:
+		p.streamsRejected.Inc()
 		w.Header().Set("Retry-After", "10")
 		http.Error(w, "too many live views open: try again later", http.StatusServiceUnavailable)
 		return
 	}
-	release := sync.OnceFunc(func() { <-p.streams })
+	p.streamsOpen.Inc()
+	release := sync.OnceFunc(func() { p.streamsOpen.Dec(); <-p.streams })
 	defer release()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

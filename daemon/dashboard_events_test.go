@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 )
@@ -128,8 +130,24 @@ func consumers(t *testing.T, st *store.Store) int {
 func TestEventStream(t *testing.T) {
 	st := openStore(t)
 	mux := http.NewServeMux()
-	pages{runs: st, stream: st.JetStream(), logger: slog.New(slog.DiscardHandler),
+	reg := prometheus.NewPedanticRegistry()
+	pages{runs: st, stream: st.JetStream(), logger: slog.New(slog.DiscardHandler), reg: reg,
 		maxStreams: 1, heartbeat: 20 * time.Millisecond}.register(mux)
+	metric := func(name string) float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == name {
+				m := f.GetMetric()[0]
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return 0
+	}
 	srv := httptest.NewUnstartedServer(mux)
 	// serve's own server has a write timeout: a stream outlives it (each write has its own deadline).
 	srv.Config.WriteTimeout = 100 * time.Millisecond
@@ -164,6 +182,9 @@ func TestEventStream(t *testing.T) {
 	if c2, resp := openSSE(t, events, nil); c2 != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("second client: %s, Retry-After %q; want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
+	if open, rejected := metric("cimdeploy_dashboard_streams"), metric("cimdeploy_dashboard_streams_rejected_total"); open != 1 || rejected != 1 {
+		t.Errorf("metrics: %v streams open, %v rejected; want 1 and 1", open, rejected)
+	}
 	// The run waits at generate: the stream keeps beating, past the server's write timeout (30
 	// heartbeats 20ms apart take longer than 100ms even when the ticker catches up on one).
 	beats := 0
@@ -183,6 +204,9 @@ func TestEventStream(t *testing.T) {
 			t.Fatalf("%d consumers left on the run stream after the client went away", consumers(t, st))
 		}
 		time.Sleep(10 * time.Millisecond) // polling the server's consumer count
+	}
+	if open := metric("cimdeploy_dashboard_streams"); open != 0 {
+		t.Errorf("%v streams open after the client went away, want 0", open)
 	}
 
 	// A client that follows the run sees every event in order, and the stream ends at RunFinished.

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 )
@@ -76,13 +78,27 @@ type pages struct {
 	// of their keep-alive comments (default 15s).
 	maxStreams int
 	heartbeat  time.Duration
-	// streams holds one token per open event stream; register makes it.
-	streams chan struct{}
+	// reg receives the dashboard's metrics; nil: not registered.
+	reg prometheus.Registerer
+
+	// streams holds one token per open event stream; register makes it and the metrics.
+	streams         chan struct{}
+	streamsOpen     prometheus.Gauge
+	streamsRejected prometheus.Counter
 }
 
 func (p pages) register(mux *http.ServeMux) {
 	p.streams = make(chan struct{}, cmp.Or(p.maxStreams, defaultMaxStreams))
 	p.heartbeat = cmp.Or(p.heartbeat, defaultHeartbeat)
+	p.streamsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cimdeploy_dashboard_streams", Help: "Live event streams of the dashboard open now.",
+	})
+	p.streamsRejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cimdeploy_dashboard_streams_rejected_total", Help: "Live event streams turned away (503) because the limit was reached.",
+	})
+	if p.reg != nil {
+		p.reg.MustRegister(p.streamsOpen, p.streamsRejected)
+	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
