@@ -203,6 +203,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("finished run page shows %+v", finished)
 	}
 	screenshot("dashboard-run-failed.png")
+	do("look at it on a phone", chromedp.EmulateViewport(412, 915, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	screenshot("dashboard-run-failed-phone.png")
+	do("back to the desktop", chromedp.EmulateReset())
 
 	do("open the runs list", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("runs")))
 	row, err := chromedp.Run(tab, chromedp.Evaluate[map[string]string](`(() => {
