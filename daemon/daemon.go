@@ -171,7 +171,11 @@ func New(ctx context.Context, cfg Config, st *store.Store, dep *deploy.Deployer,
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", d.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	pages{runs: st, logger: logger}.register(mux)
+	dash := pages{runs: st, stream: st.JetStream(), repo: cfg.Webhooks.Repository, reg: reg, logger: logger}
+	if dep != nil {
+		dash.logFile = dep.LogFile
+	}
+	dash.register(mux)
 	d.handler = mux
 	return d, nil
 }

@@ -85,8 +85,26 @@ func TestRunPages(t *testing.T) {
 	if strings.Contains(body, "<script>") {
 		t.Error("run page carries the error's markup unescaped")
 	}
-	if code, body := get("/runs"); code != http.StatusOK || !strings.Contains(body, res.Run.ID) {
-		t.Errorf("GET /runs: %d, lists the run: %v", code, strings.Contains(body, res.Run.ID))
+	for _, path := range []string{"/", "/runs"} {
+		if code, body := get(path); code != http.StatusOK || !strings.Contains(body, res.Run.ID) || !strings.Contains(body, ">pull request<") {
+			t.Errorf("GET %s: %d, lists the run: %v", path, code, strings.Contains(body, res.Run.ID))
+		}
+	}
+	resp, err := http.Get(srv.URL + "/runs/" + res.Run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "script-src 'self';") || strings.Contains(csp, "unsafe") {
+		t.Errorf("Content-Security-Policy %q: want scripts from the daemon only, nothing inline", csp)
+	}
+	for _, path := range []string{"/static/dashboard.js", "/static/dashboard.css", "/static/favicon.svg"} {
+		if code, body := get(path); code != http.StatusOK || body == "" {
+			t.Errorf("GET %s: %d", path, code)
+		}
+	}
+	if code, _ := get("/nowhere"); code != http.StatusNotFound {
+		t.Errorf("GET /nowhere: %d, want 404 (only / itself is the dashboard)", code)
 	}
 	if code, body := get("/api/runs/" + res.Run.ID); code != http.StatusOK || !strings.Contains(body, `"event_type":"RunFinished"`) {
 		t.Errorf("GET /api/runs/ID: %d %.200s", code, body)
