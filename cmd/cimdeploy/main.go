@@ -103,6 +103,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		newGenerateCommand(g),
 		newRunCommand(g),
 		newRunsCommand(g),
+		newWatchCommand(g),
 		newRolloutCommand(g),
 		newRollbackCommand(g),
 		newGenerationsCommand(g),
