@@ -103,3 +103,35 @@ func TestResolveExpressionNotFound(t *testing.T) {
 		}
 	}
 }
+
+// FuzzValidateRev: whatever ValidateRev accepts is a revision git reads as a commit and nothing more:
+// no option, path, reflog, range or search syntax, no control character, suffixes only after a short
+// name, braces in the suffixes only as ^{} and ^{commit} (a branch name may hold braces, as in git).
+func FuzzValidateRev(f *testing.F) {
+	for _, s := range []string{"main", "HEAD~1", "main^2~3", "v1.2^{}", "v1.2^{commit}", "abcdef0", "refs/pull/1/head",
+		"main~1:x", "main^{tree}", "@{-1}", "-x", "a..b", "main^!", "refs/heads/a~1", "HEAD@{1}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if checkout.ValidateRev(s) != nil {
+			if checkout.IsExpression(s) {
+				t.Fatalf("%q is refused but an expression", s)
+			}
+			return
+		}
+		suffix := ""
+		if i := strings.IndexAny(s, "~^"); i >= 0 {
+			suffix = strings.NewReplacer("^{commit}", "", "^{}", "").Replace(s[i:])
+		}
+		switch {
+		case len(s) > 1024, strings.HasPrefix(s, "-"), strings.Contains(s, ".."), strings.Contains(s, "@{"),
+			strings.ContainsAny(s, " :?*[\\"), strings.ContainsAny(suffix, "{}"),
+			strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			t.Fatalf("ValidateRev accepted %q", s)
+		case strings.HasPrefix(s, "refs/") && strings.ContainsAny(s, "~^"):
+			t.Fatalf("ValidateRev accepted suffixes on a full ref name: %q", s)
+		case strings.ContainsAny(s, "~^") && !checkout.IsExpression(s):
+			t.Fatalf("%q has suffixes but is no expression", s)
+		}
+	})
+}
