@@ -23,6 +23,7 @@ type generateOptions struct {
 	Out        string `env:"CIMDEPLOY_OUT, default=."`
 	LXCBuilder string `env:"CIMDEPLOY_LXC_BUILDER, default=nixpkgs"`
 	NixpkgsURL string `env:"CIMDEPLOY_NIXPKGS_URL"`
+	Graph      string `env:"CIMDEPLOY_GRAPH"`
 	Check      bool
 	JSON       bool
 }
@@ -41,6 +42,9 @@ topology.nix and nixosModules/nats-cluster.nix. Files are written atomically and
 
 With --check nothing is written: the command exits 1 and prints a unified diff when the files in --out
 differ from the projection (the drift check for pull requests). With --json it prints the folded topology.
+With --graph FILE the cluster's Mermaid flowchart (see cimdeploy graph) is one more file of the
+projection, at FILE under --out (a Markdown document when FILE ends with .md): written with the flake and
+compared by --check.
 Problems in the events are all found in one run, each naming file, event and field; the first 20 are
 printed, then how many more.`,
 		Args: noArgs,
@@ -56,6 +60,7 @@ printed, then how many more.`,
 	f.StringVar(&opts.Out, "out", opts.Out, "directory the flake is written to [CIMDEPLOY_OUT]")
 	f.StringVar(&opts.LXCBuilder, "lxc-builder", opts.LXCBuilder, "how LXC tarballs are built: nixpkgs (proxmox-lxc.nix) or nixos-generators (older pins) [CIMDEPLOY_LXC_BUILDER]")
 	f.StringVar(&opts.NixpkgsURL, "nixpkgs-url", opts.NixpkgsURL, "flake URL of the nixpkgs input (default github:NixOS/nixpkgs/nixos-unstable) [CIMDEPLOY_NIXPKGS_URL]")
+	f.StringVar(&opts.Graph, "graph", opts.Graph, "also write the Mermaid flowchart of the cluster to this path under --out (.md: Markdown) [CIMDEPLOY_GRAPH]")
 	f.BoolVar(&opts.Check, "check", false, "write nothing; exit 1 with a diff when --out differs from the projection")
 	f.BoolVar(&opts.JSON, "json", false, "print the folded topology as JSON and write nothing")
 	return cmd
@@ -95,6 +100,13 @@ func runGenerate(ctx context.Context, g *globalOptions, opts generateOptions) er
 			return usageError(err)
 		}
 		return err
+	}
+	if opts.Graph != "" {
+		f, err := graphFile(t, opts.Graph)
+		if err != nil {
+			return usageError(err)
+		}
+		files = append(files, f)
 	}
 	switch {
 	case opts.JSON:

@@ -101,8 +101,10 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.AddCommand(
 		newGenerateCommand(g),
+		newGraphCommand(g),
 		newRunCommand(g),
 		newRunsCommand(g),
+		newWatchCommand(g),
 		newRolloutCommand(g),
 		newRollbackCommand(g),
 		newGenerationsCommand(g),

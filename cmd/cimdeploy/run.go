@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cimdeploy/cimdeploy/deploy"
+	"github.com/cimdeploy/cimdeploy/gitops/checkout"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 )
@@ -60,7 +61,7 @@ Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 
 }
 
 // pipelineRev is what --rev says in the commands that run the pipeline on one commit.
-const pipelineRev = "commit SHA (40 hex), branch, tag or refs/pull/N/head"
+const pipelineRev = "commit (40 hex or an abbreviated id of 7+), branch, refs/tags/T, refs/pull/N/head, or what git takes for a commit: HEAD~1, main^, v1.2^{}"
 
 // addPipelineFlags adds the flags of everything a pipeline run needs: the repository (and the
 // revision, with rev its help; none when empty), the build, the stages' timeouts, Nix, the state
@@ -133,6 +134,16 @@ func runPipeline(ctx context.Context, g *globalOptions, cfg *deploy.Config, kind
 	prog := newProgress(g.stdout, mode)
 	ropts.Reporters = append(ropts.Reporters, prog)
 	run := &pipeline.Run{ID: pipeline.NewRunID(), Repo: d.Source().String(), Ref: cfg.Rev, Trigger: pipeline.TriggerManual, Kind: kind}
+	if checkout.IsExpression(cfg.Rev) { // HEAD~1, main^, 1a2b3c4: resolved once, the run works on the full id
+		if run.Commit, err = (&checkout.Cache{Dir: cfg.Store.DataDir, Logger: g.logger}).Resolve(ctx, d.Source(), cfg.Rev); err != nil {
+			return err
+		}
+		w := g.stdout
+		if out.json { // stdout is the JSON lines
+			w = g.stderr
+		}
+		fmt.Fprintf(w, "--rev %s is commit %s\n", cfg.Rev, run.Commit)
+	}
 	res, err := d.Run(ctx, run, ropts)
 	prog.Close()
 	if err != nil {

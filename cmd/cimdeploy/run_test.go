@@ -109,7 +109,7 @@ func TestRunUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "--validate-only"},
 		{"run", "--repo", ".", "--rev", "../etc", "--validate-only"},
-		{"run", "--repo", ".", "--rev", "abc1234", "--validate-only"},
+		{"run", "--repo", ".", "--rev", "main^{tree}", "--validate-only"},
 		{"run", "--repo", ".", "--validate-only", "--lxc-builder", "docker"},
 		{"run", "--repo", "."},
 	} {

@@ -82,9 +82,12 @@ func (c *Cache) repoDir(ep endpoint) string {
 
 // Resolve returns the commit id rev names on the remote now. A full commit id is checked and returned
 // in lowercase without contacting the remote (Checkout reports one the remote lacks); a branch or ref
-// name is looked up in the remote's advertisement, an annotated tag peeled to its commit. Resolve
-// does not touch the clone. A revision the remote does not have is an error wrapping ErrNotFound; an
-// invalid one is a *RevError.
+// name is looked up in the remote's advertisement, an annotated tag peeled to its commit, without
+// touching the clone. An expression (HEAD~1, main^, v1.2^{}, an abbreviated commit id; see
+// ValidateRev) is resolved against the cached clone, which first fetches what it lacks: the base's
+// commit, and all branches and tags with their history when the expression walks to ancestors or
+// abbreviates an id. A revision the remote does not have is an error wrapping ErrNotFound; an invalid
+// one is a *RevError; an abbreviated id that more than one commit starts with is an error naming them.
 func (c *Cache) Resolve(ctx context.Context, src Source, rev string) (string, error) {
 	ep, err := src.endpoint()
 	if err != nil {
@@ -100,6 +103,24 @@ func (c *Cache) Resolve(ctx context.Context, src Source, rev string) (string, er
 	auth, err := src.auth(ep)
 	if err != nil {
 		return "", err
+	}
+	if r.expr != nil {
+		log := c.logger().With("repo", src, "rev", r.String())
+		unlock, err := c.lock(ctx, ep)
+		if err != nil {
+			return "", err
+		}
+		defer unlock()
+		repo, err := c.open(ep, log)
+		if err != nil {
+			return "", err
+		}
+		defer closeRepo(repo)
+		h, err := c.resolveExpr(ctx, log, repo, src, ep, auth, r.expr)
+		if err != nil {
+			return "", err
+		}
+		return h.String(), nil
 	}
 	ad, err := advertise(ctx, src, ep, auth)
 	if err != nil {
@@ -117,7 +138,8 @@ func (c *Cache) Resolve(ctx context.Context, src Source, rev string) (string, er
 // call makes its own workspace (parent/<commit[:12]>-<random>), so concurrent checkouts of one commit
 // do not collide; the caller owns it and must Close it. On error nothing is left under parent.
 //
-// rev is a full commit id, a branch name or a full ref name (see ValidateRev). A ref is fetched by
+// rev is a full commit id, a branch name, a full ref name or an expression (see ValidateRev and
+// Resolve; the workspace then has no ref, like a commit id's). A ref is fetched by
 // name. A commit id is fetched by the ref whose tip it is, else by id where the remote allows it,
 // else by fetching all branches and tags with full history; one not found is an error wrapping
 // ErrNotFound. The workspace always holds the complete tree of the commit, and only it: a tree that
@@ -283,6 +305,13 @@ func walk(ctx context.Context, repo *git.Repository, from, target plumbing.Hash)
 // only when the clone lacks them, and deepens a shallow clone when an incremental fetch could not
 // complete the tree or the commit lies below the shallow edge.
 func (c *Cache) ensure(ctx context.Context, log *slog.Logger, repo *git.Repository, src Source, ep endpoint, auth transport.AuthMethod, r rev) (plumbing.Hash, error) {
+	if r.expr != nil {
+		h, err := c.resolveExpr(ctx, log, repo, src, ep, auth, r.expr)
+		if err != nil {
+			return plumbing.ZeroHash, err
+		}
+		return c.ensureCommit(ctx, log, repo, src, ep, auth, h)
+	}
 	if r.commit != "" {
 		return c.ensureCommit(ctx, log, repo, src, ep, auth, plumbing.NewHash(r.commit))
 	}
@@ -692,6 +721,9 @@ func advertise(ctx context.Context, src Source, ep endpoint, auth transport.Auth
 	}
 	for name, h := range ar.References {
 		out.refs[plumbing.ReferenceName(name)] = h
+	}
+	if ar.Head != nil { // the remote's HEAD, its default branch (HEAD~1 and the like start from it)
+		out.refs[plumbing.HEAD] = *ar.Head
 	}
 	for name, h := range ar.Peeled {
 		out.peeled[plumbing.ReferenceName(name)] = h

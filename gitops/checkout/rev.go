@@ -2,6 +2,7 @@ package checkout
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -16,30 +17,64 @@ func (e *RevError) Error() string {
 	return fmt.Sprintf("checkout: invalid revision %q: %s", e.Rev, e.Reason)
 }
 
-// rev is a parsed revision: exactly one of commit and ref is set.
+// rev is a parsed revision: exactly one of commit, ref and expr is set.
 type rev struct {
-	commit string // 40 lowercase hex digits
-	ref    string // a full ref name: refs/heads/x, refs/tags/x or refs/pull/N/{head,merge}
+	commit string   // 40 lowercase hex digits
+	ref    string   // a full ref name: refs/heads/x, refs/tags/x or refs/pull/N/{head,merge}
+	expr   *revExpr // what an operator types for a commit: HEAD~1, main^, v1.2^{}, an abbreviated id
 }
 
 func (r rev) String() string {
-	if r.commit != "" {
+	switch {
+	case r.commit != "":
 		return r.commit
+	case r.expr != nil:
+		return r.expr.text
 	}
 	return r.ref
 }
 
+// revExpr is a revision resolved against the cached clone (see Cache.Resolve): a base, then the
+// steps from it to the commit.
+type revExpr struct {
+	text string // as given
+	// The base is one of: the remote's HEAD (head), an abbreviated commit id of 7 to 39 hex digits
+	// (prefix, lowercase), a full commit id (commit) or a branch or tag name (name, without refs/).
+	head                 bool
+	prefix, commit, name string
+	steps                []revStep
+}
+
+// revStep is one suffix of a revision: ~n (the n-th first-parent ancestor), ^n (the n-th parent, ^0
+// the commit itself) or ^{} and ^{commit} (peel to the commit: op 'p').
+type revStep struct {
+	op byte // '~', '^' or 'p'
+	n  int
+}
+
+// Bounds of a revision expression, so that a revision never makes an unbounded walk.
+const (
+	maxRevSteps = 16     // suffixes
+	maxRevCount = 100000 // the n of ~n and ^n
+)
+
 // ValidateRev checks a revision the way Checkout and Resolve do, without touching git. A revision is
 // one of:
-//   - a full commit id: 40 hex digits (abbreviated ids are refused: they are ambiguous and cannot be
-//     fetched);
+//   - a full commit id: 40 hex digits;
 //   - a branch name ("main", "release/1.2"), meaning refs/heads/<name>;
-//   - a full ref name under refs/heads/, refs/tags/ or refs/pull/<N>/head (or /merge).
+//   - a full ref name under refs/heads/, refs/tags/ or refs/pull/<N>/head (or /merge), taken as it
+//     is: no suffixes (refs come this way from webhooks and the queue);
+//   - what git takes for a commit, as operators type it (gitrevisions(7)): an abbreviated commit id
+//     of 7 to 39 hex digits, HEAD (the remote's default branch), or a branch, tag, HEAD or commit id
+//     followed by suffixes ~, ~<n>, ^, ^<n>, ^{} and ^{commit}, at most 16 of them with n at most
+//     100000: "HEAD~1", "main^", "v1.2^{}", "1a2b3c4~2". A name with suffixes is looked up among
+//     both branches and tags and must name exactly one of them.
 //
 // Ref names follow git check-ref-format: no "..", "//", "@{", control characters, space or any of
 // ~^:?*[\, no component starting with "." or ending with ".lock", not ending with "/" or ".". A
-// revision must not start with "-". A string of 7 to 39 (or more than 40) hex digits is taken for
-// an abbreviated commit id and refused; name such a branch refs/heads/<name>. The error is a *RevError.
+// revision must not start with "-". A string of 7 to 39 hex digits is an abbreviated commit id, never
+// a branch: name such a branch refs/heads/<name>. Other suffixes (^{tree}, ^{/text}, @{...}, :path,
+// ^!, ^@) are refused. The error is a *RevError.
 func ValidateRev(s string) error {
 	_, err := parseRev(s)
 	return err
@@ -54,6 +89,20 @@ func parseRev(s string) (rev, error) {
 		return bad("empty revision")
 	case strings.HasPrefix(s, "-"):
 		return bad("must not begin with '-'")
+	case len(s) > maxRefLen:
+		return bad("longer than %d bytes", maxRefLen)
+	}
+	if !strings.HasPrefix(s, "refs/") {
+		if i := strings.IndexAny(s, "~^"); i >= 0 || s == "HEAD" || (isHex(s) && len(s) >= 7 && len(s) < 40) {
+			if i < 0 {
+				i = len(s)
+			}
+			e, reason := parseExpr(s, s[:i], s[i:])
+			if reason != "" {
+				return bad("%s", reason)
+			}
+			return rev{expr: e}, nil
+		}
 	}
 	if isHex(s) {
 		switch {
@@ -63,8 +112,6 @@ func parseRev(s string) (rev, error) {
 			return bad("SHA-256 object ids are not supported")
 		case len(s) > 40:
 			return bad("%d hex digits: a commit id has 40", len(s))
-		case len(s) >= 7:
-			return bad("looks like an abbreviated commit id (%d hex digits): give all 40 hex digits, or refs/heads/%s for a branch", len(s), s)
 		}
 	}
 	if len(s) == 40 && isAlnum(s) {
@@ -78,7 +125,7 @@ func parseRev(s string) (rev, error) {
 			return bad("%s", reason)
 		}
 	} else {
-		if s == "HEAD" || s == "@" {
+		if s == "@" {
 			return bad("name a branch, tag or commit, not %s", s)
 		}
 		name = "refs/heads/" + s
@@ -87,6 +134,70 @@ func parseRev(s string) (rev, error) {
 		return bad("%s", reason)
 	}
 	return rev{ref: name}, nil
+}
+
+// maxRefLen bounds a revision (git itself has no limit; GitHub's refs stay far below).
+const maxRefLen = 1024
+
+// parseExpr parses a base and its suffixes; it returns the reason when they are not acceptable.
+func parseExpr(text, base, suffix string) (*revExpr, string) {
+	e := &revExpr{text: text}
+	switch {
+	case base == "":
+		return nil, "a suffix needs a branch, tag, HEAD or commit id before it"
+	case base == "HEAD":
+		e.head = true
+	case isHex(base) && len(base) == 40:
+		e.commit = strings.ToLower(base)
+	case isHex(base) && len(base) >= 7 && len(base) < 40:
+		e.prefix = strings.ToLower(base)
+	case isHex(base) && len(base) > 40:
+		return nil, fmt.Sprintf("%d hex digits: a commit id has 40", len(base))
+	default:
+		if base == "@" {
+			return nil, "name a branch, tag or commit, not @"
+		}
+		if reason := refFormatProblem("refs/heads/" + base); reason != "" {
+			return nil, reason
+		}
+		e.name = base
+	}
+	for suffix != "" {
+		if len(e.steps) == maxRevSteps {
+			return nil, fmt.Sprintf("more than %d suffixes", maxRevSteps)
+		}
+		op := suffix[0]
+		suffix = suffix[1:]
+		if op != '~' && op != '^' {
+			return nil, fmt.Sprintf("must not contain %q after a suffix (only ~, ~<n>, ^, ^<n>, ^{} and ^{commit})", op)
+		}
+		if op == '^' && strings.HasPrefix(suffix, "{") {
+			end := strings.IndexByte(suffix, '}')
+			if end < 0 {
+				return nil, "unclosed ^{"
+			}
+			if kind := suffix[1:end]; kind != "" && kind != "commit" {
+				return nil, fmt.Sprintf("^{%s}: only ^{} and ^{commit} name a commit", kind)
+			}
+			e.steps = append(e.steps, revStep{op: 'p'})
+			suffix = suffix[end+1:]
+			continue
+		}
+		digits := len(suffix) - len(strings.TrimLeft(suffix, "0123456789"))
+		n := 1
+		if digits > 0 {
+			if digits > 6 {
+				return nil, fmt.Sprintf("%c%s: at most %d", op, suffix[:digits], maxRevCount)
+			}
+			n, _ = strconv.Atoi(suffix[:digits])
+			if n > maxRevCount {
+				return nil, fmt.Sprintf("%c%d: at most %d", op, n, maxRevCount)
+			}
+			suffix = suffix[digits:]
+		}
+		e.steps = append(e.steps, revStep{op: op, n: n})
+	}
+	return e, ""
 }
 
 // refNamespaceProblem allows the refs a deployment can be asked for: branches, tags and the pull
@@ -166,4 +277,12 @@ func isAlnum(s string) bool {
 		}
 	}
 	return true
+}
+
+// IsExpression reports whether rev is valid and names its commit by where it is now (HEAD~1, main^,
+// v1.2^{}, an abbreviated id) rather than by a ref or a full id: a caller resolves it once
+// (Cache.Resolve) and works on the full commit id from then on.
+func IsExpression(rev string) bool {
+	r, err := parseRev(rev)
+	return err == nil && r.expr != nil
 }
