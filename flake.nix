@@ -25,7 +25,7 @@
 
       # The NAR hash of `go mod vendor`'s output (buildGoModule's goModules). nix/vendorhash_test.go
       # recomputes it and fails, naming the right one, when go.mod or go.sum moved on.
-      vendorHash = "sha256-7t+PnnA7yUMZN+f6WtF9HPyUEBNVsdzmQt23bGgVRjg=";
+      vendorHash = "sha256-KKUatnrNKzcO0kaCekP0n/P1bkVlX+gQt3SnezmacvY=";
 
       cimdeploy = pkgs: (pkgs.buildGo126Module or pkgs.buildGoModule) {
         pname = "cimdeploy";
