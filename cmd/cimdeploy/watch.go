@@ -35,9 +35,9 @@ any process that reaches the store: a run of ` + "`cimdeploy serve`" + ` or of a
 Without RUN it follows the newest run in progress, or waits for the next one to start. A run that has
 already ended is replayed.
 
-The embedded store is locked by the process that runs it: to watch the runs of serve, start serve with
---nats-listen 127.0.0.1:4250 and give watch --nats-url nats://127.0.0.1:4250 (or the external cluster's
-URL both use).
+To watch the runs of serve: give watch serve's --data-dir (serve started with --nats-listen, which
+serve --lab does, shares its embedded store with the commands on its directory), or the external
+cluster's --nats-url both use.
 
 Exit codes: 0 the run succeeded, 1 it failed or was cancelled (or RUN is unknown), 2 usage error,
 3 the store cannot be reached, 130 interrupted.`,
@@ -75,7 +75,7 @@ func runWatch(ctx context.Context, g *globalOptions, opts watchOptions, runID st
 	st, err := store.Open(ctx, opts.Store, g.logger)
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
-			err = fmt.Errorf("%w; to watch the runs of a running serve, reach its store with --nats-url", err)
+			err = fmt.Errorf("%w; serve shares its store with the commands on its --data-dir when started with --nats-listen", err)
 		}
 		return &exitError{code: exitInfra, err: err}
 	}
