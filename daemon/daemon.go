@@ -171,7 +171,8 @@ func New(ctx context.Context, cfg Config, st *store.Store, dep *deploy.Deployer,
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", d.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	dash := pages{runs: st, stream: st.JetStream(), repo: cfg.Webhooks.Repository, reg: reg, logger: logger}
+	dash := pages{runs: st, stream: st.JetStream(), repo: cfg.Webhooks.Repository, reg: reg, logger: logger,
+		fleet: d.fleet, nav: []navLink{{Label: "Fleet", Href: "/fleet"}}}
 	if dep != nil {
 		dash.logFile = dep.LogFile
 	}

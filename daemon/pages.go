@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cimdeploy/cimdeploy/fleet"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 )
@@ -73,6 +74,8 @@ type pages struct {
 	repo string
 	// nav are links to other pages, shown after "Runs" (the fleet status page adds itself here).
 	nav []navLink
+	// fleet, when set, is observed for the fleet page (GET /fleet).
+	fleet fleet.Observing
 
 	// maxStreams bounds the live event streams open at once (default 64); heartbeat is the interval
 	// of their keep-alive comments (default 15s).
@@ -118,6 +121,9 @@ func (p pages) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /runs/{id}/events", p.events)
 	mux.HandleFunc("GET /runs/{id}/log", p.log)
 	mux.HandleFunc("GET /api/runs/{id}", p.api)
+	if p.fleet != nil {
+		fleetView{obs: p.fleet, nav: p.nav, render: p.render}.register(mux)
+	}
 }
 
 // listPage is what the runs list shows.
