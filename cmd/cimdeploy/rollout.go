@@ -22,10 +22,11 @@ import (
 // rolloutOptions configure `cimdeploy rollout`: a deploy run of some or all nodes, with a plan to
 // confirm.
 type rolloutOptions struct {
-	cfg   deploy.Config
-	force bool
-	nodes []string
-	all   bool
+	cfg    deploy.Config
+	force  bool
+	nodes  []string
+	all    bool
+	noWait bool
 	confirm
 }
 
@@ -76,6 +77,7 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events and the plan as JSON lines")
+	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
 	return cmd
@@ -101,7 +103,7 @@ func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) erro
 		Confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
 			return confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
 		}}
-	return runPipeline(ctx, g, &opts.cfg, pipeline.KindDeploy, ropts, pipelineOutput{json: opts.json, plain: true})
+	return runPipeline(ctx, g, &opts.cfg, pipeline.KindDeploy, ropts, pipelineOutput{json: opts.json, plain: true, noWait: opts.noWait})
 }
 
 // confirmPlan prints the plan with the closure diffs the local store can tell and asks whether to go

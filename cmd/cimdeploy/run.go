@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -13,6 +14,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/deploy"
 	"github.com/cimdeploy/cimdeploy/gitops/checkout"
 	"github.com/cimdeploy/cimdeploy/pipeline"
+	"github.com/cimdeploy/cimdeploy/pipeline/queue"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 )
 
@@ -23,6 +25,7 @@ type runOptions struct {
 	force        bool
 	validateOnly bool
 	json         bool
+	noWait       bool
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -55,6 +58,7 @@ Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 
 	f := cmd.Flags()
 	f.BoolVar(&opts.validateOnly, "validate-only", false, "validate: stop after the build, deploy nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events as JSON lines, then the result")
+	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to deploy while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "run on the local lab: bring it up if needed and use its repository, nodes and Proxmox host")
 	return cmd
@@ -100,13 +104,14 @@ func runRun(ctx context.Context, g *globalOptions, opts runOptions) error {
 	if opts.validateOnly {
 		kind = pipeline.KindValidate
 	}
-	return runPipeline(ctx, g, &opts.cfg, kind, deploy.RunOptions{Force: opts.force}, pipelineOutput{json: opts.json})
+	return runPipeline(ctx, g, &opts.cfg, kind, deploy.RunOptions{Force: opts.force}, pipelineOutput{json: opts.json, noWait: opts.noWait})
 }
 
-// pipelineOutput is how a pipeline run shows its progress.
+// pipelineOutput is how a pipeline run shows its progress, and whether a deploy waits for another.
 type pipelineOutput struct {
-	json  bool // JSON lines
-	plain bool // plain progress lines even on a terminal (a prompt follows)
+	noWait bool // a deploy refuses to start while another holds the deploy lock, instead of waiting
+	json   bool // JSON lines
+	plain  bool // plain progress lines even on a terminal (a prompt follows)
 }
 
 // runPipeline validates cfg and runs the pipeline: a validate run (checkout to build) or a deploy run
@@ -144,6 +149,15 @@ func runPipeline(ctx context.Context, g *globalOptions, cfg *deploy.Config, kind
 		}
 		fmt.Fprintf(w, "--rev %s is commit %s\n", cfg.Rev, run.Commit)
 	}
+	if kind == pipeline.KindDeploy && !ropts.DryRun {
+		release, lctx, err := holdDeployLock(ctx, g, st, out.noWait)
+		if err != nil {
+			prog.Close()
+			return err
+		}
+		defer release()
+		ctx = lctx
+	}
 	res, err := d.Run(ctx, run, ropts)
 	prog.Close()
 	if err != nil {
@@ -163,6 +177,30 @@ func runPipeline(ctx context.Context, g *globalOptions, cfg *deploy.Config, kind
 		// exitCode tells a broken repository, host or tool (3) from failed work (1) by the cause.
 		return &runFailed{msg: fmt.Sprintf("run %s failed: %s", res.Run.ID, firstLine(res.Error)), cause: res.Failure()}
 	}
+}
+
+// holdDeployLock takes the deploy lock that serve's deploys hold too (one deploy at a time per
+// cluster), waiting for a deploy in progress unless noWait; the returned context ends if the lock is
+// lost.
+func holdDeployLock(ctx context.Context, g *globalOptions, st *store.Store, noWait bool) (func(), context.Context, error) {
+	q, err := queue.Open(ctx, st.JetStream(), queue.Config{}, g.logger, nil)
+	if err != nil {
+		return nil, nil, &exitError{code: exitInfra, err: err}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	wait := time.AfterFunc(time.Second, func() {
+		fmt.Fprintln(g.stderr, "waiting for the deploy in progress to end (--no-wait refuses instead)")
+	})
+	release, err := q.LockDeploy(ctx, !noWait, cancel)
+	wait.Stop()
+	if err != nil {
+		cancel(nil)
+		if errors.Is(err, queue.ErrDeployLocked) {
+			return nil, nil, &exitError{code: exitFailed, err: err}
+		}
+		return nil, nil, &exitError{code: exitInfra, err: fmt.Errorf("deploy lock: %w", err)}
+	}
+	return func() { release(); cancel(nil) }, ctx, nil
 }
 
 // deployError gives an error of package deploy its exit code: a setting is a usage error (2), events

@@ -124,3 +124,24 @@ func (l *deployLock) release() {
 		l.q.logger.Debug("release the deploy lock", "err", err)
 	}
 }
+
+// ErrDeployLocked is the error of LockDeploy without waiting while another deploy holds the lock.
+var ErrDeployLocked = errors.New("a deploy is in progress")
+
+// LockDeploy takes the deploy lock for a deploy that does not come from the queue (cimdeploy run,
+// rollout, rollback): it waits for a deploy of serve (or of another command) to end, or with wait
+// false fails at once with ErrDeployLocked naming the holder. lost is called, once, if the lock is
+// lost before release (cancel the deploy then). Call release when the deploy is over.
+func (q *Queue) LockDeploy(ctx context.Context, wait bool, lost func(error)) (release func(), err error) {
+	if !wait {
+		if e, err := q.locks.Get(ctx, lockKey); err == nil {
+			return nil, fmt.Errorf("%w (held by %s); wait for it, or leave --no-wait out", ErrDeployLocked, e.Value())
+		}
+		// A lock that appears between the look and the take is waited for: the race is short.
+	}
+	l, err := q.lockDeploy(ctx, lost)
+	if err != nil {
+		return nil, err
+	}
+	return l.release, nil
+}

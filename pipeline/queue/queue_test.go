@@ -772,3 +772,42 @@ func TestRunLongerThanAckWaitKeepsItsJob(t *testing.T) {
 		t.Errorf("Run called %d times, want 1", n)
 	}
 }
+
+// TestLockDeployForACommand: a deploy from the command line takes the same lock as the queue's
+// deploys: without waiting it is refused while another holds the lock, naming the holder; waiting,
+// it gets the lock once the holder releases it.
+func TestLockDeployForACommand(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, store.Config{DataDir: t.TempDir()})
+	serve := openQueue(t, st.JetStream(), Config{})
+	cli := openQueue(t, st.JetStream(), Config{})
+	release, err := serve.LockDeploy(t.Context(), true, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.LockDeploy(t.Context(), false, func(error) {}); !errors.Is(err, ErrDeployLocked) || !strings.Contains(err.Error(), serve.owner) {
+		t.Fatalf("LockDeploy without waiting while held = %v, want ErrDeployLocked naming %q", err, serve.owner)
+	}
+	got := make(chan error, 1)
+	go func() {
+		rel, err := cli.LockDeploy(t.Context(), true, func(error) {})
+		if err == nil {
+			rel()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("LockDeploy waiting returned while the lock is held: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("LockDeploy waiting did not get the released lock")
+	}
+}
