@@ -23,6 +23,7 @@ type rollbackOptions struct {
 	all          bool
 	toGeneration int
 	toRev        string
+	noWait       bool
 	confirm
 }
 
@@ -60,6 +61,7 @@ Exit codes: 0 success, 1 failed or refused, 2 usage or configuration error, 3 in
 	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the plan and the result as JSON")
+	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while a deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addClusterFlags(f, &opts.cfg)
 	addNixFlags(f, &opts.cfg.Nix) // the closure diffs of the plan
 	addRolloutFlags(f, &opts.cfg, &opts.force)
@@ -102,6 +104,12 @@ func runRollback(ctx context.Context, g *globalOptions, opts rollbackOptions) er
 	if err != nil || !ok {
 		return err
 	}
+	// A rollback switches nodes like a deploy: one at a time per cluster, serve's deploys included.
+	release, ctx, err := holdDeployLock(ctx, g, c.Store(), opts.noWait)
+	if err != nil {
+		return err
+	}
+	defer release()
 	res := c.Rollout.Run(ctx, plan, &lineTracker{w: g.stderr})
 	return rolloutExit(g, res, opts.json)
 }
