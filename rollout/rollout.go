@@ -330,7 +330,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		log.Error("switch failed", "step", what, "err", err)
 		return nr
 	}
-	const steps = 6
+	const steps = 5
 
 	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
 	st.Progress(ctx, 1, steps, "guard")
@@ -384,7 +384,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		if np.TargetGeneration != 0 {
 			bad = 0 // an existing generation is not ours to delete
 		}
-		if rerr := r.rollBack(node, sys, id, back, bad, peers, log); rerr != nil {
+		if rerr := r.rollBack(node, sys, id, back, bad, peers, others(plan, np.Node), log); rerr != nil {
 			nr.err = fmt.Errorf("%w; rollback: %w", nr.err, rerr)
 		} else {
 			nr.RolledBack = true
@@ -397,25 +397,21 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 
 	// 3. Arm the dead-man timer, so that should the controller vanish the node goes back by itself;
 	// then, in the same round trip, make the target the profile's current generation (a new one, or
-	// the existing one a rollback goes to).
-	st.Progress(ctx, 3, steps, "arm the dead-man rollback, set the system profile")
+	// the existing one a rollback goes to) and activate it in a transient unit (a dropped connection
+	// cannot stop it): one SSH command, which starts the unit only once the timer runs.
+	st.Progress(ctx, 3, steps, "arm the dead-man rollback, set the system profile, activate")
 	actx, cancel := bounded()
-	nr.Generation, err = sys.Arm(actx, id.timer, cfg.ConfirmTimeout, back, Generation{Number: np.TargetGeneration, Toplevel: np.Target})
+	gen, act, err := sys.ArmActivate(actx, id.timer, cfg.ConfirmTimeout, back, Generation{Number: np.TargetGeneration, Toplevel: np.Target}, id.unit)
 	cancel()
+	nr.Generation = gen
 	switch {
 	case errors.Is(err, ErrNotArmed):
 		return fail("arm the dead-man rollback", err) // nothing changed
-	case err != nil:
+	case err != nil && gen == 0:
 		return rollBack("set the system profile", err)
 	}
 	log.Info("dead-man rollback armed", "timer", id.timer, "back_to", back.Number, "generation", nr.Generation,
 		"confirm_timeout", cfg.ConfirmTimeout)
-
-	// 4. Activate in a transient unit: a dropped connection cannot stop it.
-	st.Progress(ctx, 4, steps, "activate")
-	vctx, cancel := bounded()
-	act, err := sys.Activate(vctx, id.unit, np.Target)
-	cancel()
 	nr.Activation, nr.ExitCode, nr.Reconnected = act.Duration, act.ExitCode, act.Reconnected
 	writeLines(st, act.Output)
 	if act.Reconnected {
@@ -426,16 +422,16 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	}
 
 	// 5. The gate, from the controller.
-	st.Progress(ctx, 5, steps, "health gate")
+	st.Progress(ctx, 4, steps, "health gate")
 	gateStart := r.now()
-	err = r.gate(node, np.Node, np.Target, peers)
+	err = r.gate(node, np.Node, np.Target, peers, others(plan, np.Node))
 	nr.Rejoin = r.now().Sub(gateStart)
 	if err != nil {
 		return rollBack("health gate", err)
 	}
 
 	// 6. Confirm: disarm the timer before it fires.
-	st.Progress(ctx, 6, steps, "disarm")
+	st.Progress(ctx, 5, steps, "disarm")
 	dctx, cancel := bounded()
 	claimed, err := sys.Disarm(dctx, id.timer)
 	cancel()
@@ -461,7 +457,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 // healthy, and only then claim the dead-man timer. Until then the timer stays armed as the backstop:
 // should this rollback fail, or the controller vanish, the node still goes back at the confirm
 // timeout. The timer's steps are the same and activations take turns, so both doing them is harmless.
-func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generation, bad, peers int, log *slog.Logger) error {
+func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generation, bad, peers int, others []string, log *slog.Logger) error {
 	cfg := r.Config
 	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.ActivationTimeout) }
 	backstop := fmt.Sprintf("its dead-man timer switches it back at the confirm timeout (%s) unless it fired already", cfg.ConfirmTimeout)
@@ -490,7 +486,7 @@ func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generat
 			log.Warn("cannot delete the failed generation", "generation", bad, "err", err)
 		}
 	}
-	gateErr := r.gate(ctx, sys.Name(), back.Toplevel, peers)
+	gateErr := r.gate(ctx, sys.Name(), back.Toplevel, peers, others)
 	dctx, cancel := bounded()
 	claimed, err := sys.Disarm(dctx, id.timer)
 	cancel()
@@ -536,7 +532,7 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 	nr.Activation = ens.Duration
 	st.Progress(ctx, 2, 3, "health gate")
 	gateStart := r.now()
-	err = r.gate(node, np.Node, np.Target, members) // one more member: itself
+	err = r.gate(node, np.Node, np.Target, members, others(plan, np.Node)) // one more member: itself
 	nr.Rejoin = r.now().Sub(gateStart)
 	if err != nil {
 		r.recordFailure(node, plan, np, Generation{}, err.Error(), log)
@@ -581,10 +577,16 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 }
 
 // gate waits until node is healthy and clustered with peers others, and a new SSH connection finds
-// it running toplevel; up to the gate timeout. It probes at once, then after pauses that start short
-// and grow (poll); when the cluster can watch the node (Watcher), every change the node's server
-// announces (a route formed) probes again at once and starts the pauses over.
-func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
+// it running toplevel, and then until every node of others (the cluster's other members) is healthy
+// again too; up to the gate timeout. It probes at once, then after pauses that back off (poll); when
+// the cluster can watch the node (Watcher), every change the node's server announces (a route
+// formed) probes again at once and starts the pauses over.
+//
+// The other members count because the next node's restart takes one more replica of every stream
+// away: when a replica elsewhere is not current yet (still catching up on what it missed while this
+// node restarted), that restart can leave a stream without a quorum of current replicas, and its
+// writers stall until one catches up. A change that upsets another node fails its own gate.
+func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, others []string) error {
 	sys := r.Systems[node]
 	var changes <-chan struct{}
 	if w, ok := r.Cluster.(Watcher); ok {
@@ -612,12 +614,45 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) er
 		} else if probeErr != nil {
 			probeErr = probe(ctx, sys, toplevel)
 		}
-		return probeErr
+		if probeErr != nil {
+			return probeErr
+		}
+		return r.othersHealthy(ctx, others, peers)
 	})
 	if err != nil {
 		return fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
 	}
 	return nil
+}
+
+// othersHealthy checks the health of every node of others at once; nil when all are healthy.
+func (r *Rollout) othersHealthy(ctx context.Context, others []string, peers int) error {
+	errs := make([]error, len(others))
+	var wg sync.WaitGroup
+	for i, o := range others {
+		wg.Go(func() {
+			if err := r.Cluster.Health(ctx, o, peers); err != nil {
+				errs[i] = fmt.Errorf("nats on %s: %w", o, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// others are the members of the plan's cluster but node, whose health a gate of node waits for too;
+// none when the plan is forced (it started with members that were not healthy).
+func others(plan *Plan, node string) []string {
+	if plan.Force {
+		return nil
+	}
+	var out []string
+	for _, m := range plan.Members {
+		if m != node {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // probe opens a new SSH connection to the node and checks it runs toplevel.
@@ -632,34 +667,36 @@ func probe(ctx context.Context, sys System, toplevel string) error {
 	return nil
 }
 
-// The pauses between a gate's probes: the first is FirstPause, each next one PauseGrowth times the
-// last, up to the gate poll setting. A node turns healthy 0.05-0.8 s after its activation on the
-// lab, so the probes are dense then (11 in the first 0.35 s, the first at once) and sparse later (4 a second), instead of
-// one every GatePoll from the start: the gate reacts to a node healthy early within a few ms and costs
-// the node no more than a fixed poll once it takes long.
+// The pauses between a gate's probes back off in proportion to the wait: each is PauseFraction of
+// the time since the probes started (the activation's result, or the last change the node's server
+// announced), at least FirstPause and at most the gate poll setting. So the gate's lag behind a
+// node turning healthy is at most about an eighth of the time the node took (plus one probe), the
+// probes are dense only while the node's change is fresh (8 in the first 40 ms, then about one per
+// 12% more waited: some 40 in the first 2 s), and a node that takes long is probed every GatePoll,
+// as with a fixed poll. A node turns healthy 0.05-0.8 s after its activation on the lab.
 const (
-	FirstPause  = 5 * time.Millisecond
-	PauseGrowth = 1.4
+	FirstPause    = 5 * time.Millisecond
+	PauseFraction = 8
 )
 
-// pauses returns the pause before each next probe: FirstPause, growing by PauseGrowth up to most;
-// reset starts over.
-type pauses struct{ next, most time.Duration }
+// pauses says the pause before each next probe (see FirstPause); reset starts over.
+type pauses struct {
+	start time.Time
+	most  time.Duration
+}
 
-func newPauses(most time.Duration) *pauses {
+func newPauses(now time.Time, most time.Duration) *pauses {
 	if most <= 0 {
 		most = time.Second
 	}
-	return &pauses{next: min(FirstPause, most), most: most}
+	return &pauses{start: now, most: most}
 }
 
-func (p *pauses) pause() time.Duration {
-	d := p.next
-	p.next = min(time.Duration(float64(p.next)*PauseGrowth), p.most)
-	return d
+func (p *pauses) pause(now time.Time) time.Duration {
+	return min(max(now.Sub(p.start)/PauseFraction, FirstPause), p.most)
 }
 
-func (p *pauses) reset() { p.next = min(FirstPause, p.most) }
+func (p *pauses) reset(now time.Time) { p.start = now }
 
 // poll calls check until it succeeds or timeout passes, pausing as pauses says between calls (up to
 // the gate poll setting); a receive on changes (nil: none) ends the pause at once and starts the
@@ -667,7 +704,7 @@ func (p *pauses) reset() { p.next = min(FirstPause, p.most) }
 func (r *Rollout) poll(ctx context.Context, timeout time.Duration, changes <-chan struct{}, check func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ps := newPauses(r.Config.GatePoll)
+	ps := newPauses(time.Now(), r.Config.GatePoll)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop() // set by each pause below
 	defer timer.Stop()
@@ -680,13 +717,13 @@ func (r *Rollout) poll(ctx context.Context, timeout time.Duration, changes <-cha
 		if last == nil || ctx.Err() == nil { // not the deadline cutting a check short
 			last = err
 		}
-		timer.Reset(ps.pause())
+		timer.Reset(ps.pause(time.Now()))
 		select {
 		case <-ctx.Done():
 			return last
 		case <-timer.C:
 		case <-changes:
-			ps.reset()
+			ps.reset(time.Now())
 		}
 	}
 }
