@@ -130,9 +130,10 @@ func (r *Rollout) observe(ctx context.Context, name string) (Observation, error)
 		o.Problem = "no connection configured"
 		return o, nil
 	}
-	cur, err := sys.Current(ctx)
+	rs := readRunning(ctx, sys)
+	cur, err := rs.current, rs.currentErr
 	if err == nil {
-		o.Generations, err = sys.Generations(ctx)
+		o.Generations, err = rs.generations, rs.generationsErr
 	}
 	if err != nil {
 		o.Problem = err.Error()
@@ -202,6 +203,28 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res
+}
+
+// runningState is what a node runs: its system and its profile's generations, each with its error.
+type runningState struct {
+	current        string
+	currentErr     error
+	generations    []Generation
+	generationsErr error
+}
+
+// readRunning reads the system a node runs and its profile's generations at once (two commands side
+// by side on its connection: one round trip's wait, not two).
+func readRunning(ctx context.Context, sys System) runningState {
+	var rs runningState
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rs.generations, rs.generationsErr = sys.Generations(ctx)
+	}()
+	rs.current, rs.currentErr = sys.Current(ctx)
+	<-done
+	return rs
 }
 
 // precopyLimit bounds the closure copies Run makes at once ahead of the nodes' switches.
@@ -334,16 +357,15 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 
 	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
 	st.Progress(ctx, 1, steps, "guard")
-	cur, err := sys.Current(ctx)
-	if err != nil {
-		return fail("read the running system", err)
-	}
-	if cur != np.Current {
+	rs := readRunning(ctx, sys)
+	cur, gens := rs.current, rs.generations
+	switch {
+	case rs.currentErr != nil:
+		return fail("read the running system", rs.currentErr)
+	case rs.generationsErr != nil:
+		return fail("list generations", rs.generationsErr)
+	case cur != np.Current:
 		return fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, cur))
-	}
-	gens, err := sys.Generations(ctx)
-	if err != nil {
-		return fail("list generations", err)
 	}
 	back := runningGeneration(Observation{Current: cur, Generations: gens})
 	if back.Number == 0 {

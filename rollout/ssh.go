@@ -378,6 +378,9 @@ func (s *SSHSystem) ArmActivate(ctx context.Context, id string, d time.Duration,
 	if err := checkID(unit); err != nil {
 		return 0, act, fmt.Errorf("%w: %w", ErrNotArmed, err)
 	}
+	if to.Toplevel == "" {
+		return 0, act, fmt.Errorf("arm rollback %s: %w: no system to activate", id, ErrNotArmed)
+	}
 	status := stateDir + "/" + unit + ".status"
 	var stdout bytes.Buffer
 	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(armActivateScript, append(armArgs(id, d, back, to), unit, status, switchScript)...),

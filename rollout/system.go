@@ -40,8 +40,8 @@ type System interface {
 	// (--switch-generation). It activates nothing and returns the generation now current. An error
 	// that wraps ErrNotArmed changed nothing on the node; after any other error the timer may run.
 	Arm(ctx context.Context, id string, d time.Duration, back, to Generation) (int, error)
-	// ArmActivate is Arm, then Activate of to.Toplevel in unit, in one round trip to the node where
-	// the implementation can (SSHSystem: one command). The unit starts only once the timer runs and
+	// ArmActivate is Arm, then Activate of to.Toplevel in unit (to.Toplevel is required, also with
+	// to.Number), in one round trip to the node where the implementation can (SSHSystem: one command). The unit starts only once the timer runs and
 	// the profile is set. It returns the generation now current: 0 when the profile was not set, or
 	// it is not known whether it was; then the error is Arm's (ErrNotArmed: nothing changed). With a
 	// generation, the error and the Activation are Activate's (its Duration counts from the start of

@@ -277,6 +277,9 @@ func (s *System) Arm(ctx context.Context, id string, d time.Duration, back, to r
 // ArmActivate implements rollout.System: Arm, then, once the profile is set, Activate.
 func (s *System) ArmActivate(ctx context.Context, id string, d time.Duration, back, to rollout.Generation, unit string) (int, rollout.Activation, error) {
 	start := time.Now()
+	if to.Toplevel == "" {
+		return 0, rollout.Activation{Unit: unit}, fmt.Errorf("arm rollback %s: %w: no system to activate", id, rollout.ErrNotArmed)
+	}
 	gen, err := s.Arm(ctx, id, d, back, to)
 	if err != nil {
 		return gen, rollout.Activation{Unit: unit, Duration: time.Since(start)}, err
