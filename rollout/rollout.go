@@ -626,6 +626,9 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, ot
 		if err := r.Cluster.Health(ctx, node, peers); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
+		// The other members' health is asked while the SSH probe's answer is awaited.
+		othersErr := make(chan error, 1)
+		go func() { othersErr <- r.othersHealthy(ctx, others, peers) }()
 		if pending {
 			select {
 			case probeErr = <-probed:
@@ -636,10 +639,11 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, ot
 		} else if probeErr != nil {
 			probeErr = probe(ctx, sys, toplevel)
 		}
+		oerr := <-othersErr
 		if probeErr != nil {
 			return probeErr
 		}
-		return r.othersHealthy(ctx, others, peers)
+		return oerr
 	})
 	if err != nil {
 		return fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
