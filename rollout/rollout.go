@@ -406,7 +406,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		if np.TargetGeneration != 0 {
 			bad = 0 // an existing generation is not ours to delete
 		}
-		if rerr := r.rollBack(node, sys, id, back, bad, peers, others(plan, np.Node), log); rerr != nil {
+		if rerr := r.rollBack(node, sys, id, back, bad, peers, log); rerr != nil {
 			nr.err = fmt.Errorf("%w; rollback: %w", nr.err, rerr)
 		} else {
 			nr.RolledBack = true
@@ -446,7 +446,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	// 5. The gate, from the controller.
 	st.Progress(ctx, 4, steps, "health gate")
 	gateStart := r.now()
-	err = r.gate(node, np.Node, np.Target, peers, others(plan, np.Node))
+	err = r.gate(node, np.Node, np.Target, peers)
 	nr.Rejoin = r.now().Sub(gateStart)
 	if err != nil {
 		return rollBack("health gate", err)
@@ -479,7 +479,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 // healthy, and only then claim the dead-man timer. Until then the timer stays armed as the backstop:
 // should this rollback fail, or the controller vanish, the node still goes back at the confirm
 // timeout. The timer's steps are the same and activations take turns, so both doing them is harmless.
-func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generation, bad, peers int, others []string, log *slog.Logger) error {
+func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generation, bad, peers int, log *slog.Logger) error {
 	cfg := r.Config
 	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.ActivationTimeout) }
 	backstop := fmt.Sprintf("its dead-man timer switches it back at the confirm timeout (%s) unless it fired already", cfg.ConfirmTimeout)
@@ -508,7 +508,7 @@ func (r *Rollout) rollBack(ctx context.Context, sys System, id ids, back Generat
 			log.Warn("cannot delete the failed generation", "generation", bad, "err", err)
 		}
 	}
-	gateErr := r.gate(ctx, sys.Name(), back.Toplevel, peers, others)
+	gateErr := r.gate(ctx, sys.Name(), back.Toplevel, peers)
 	dctx, cancel := bounded()
 	claimed, err := sys.Disarm(dctx, id.timer)
 	cancel()
@@ -554,7 +554,7 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 	nr.Activation = ens.Duration
 	st.Progress(ctx, 2, 3, "health gate")
 	gateStart := r.now()
-	err = r.gate(node, np.Node, np.Target, members, others(plan, np.Node)) // one more member: itself
+	err = r.gate(node, np.Node, np.Target, members) // one more member: itself
 	nr.Rejoin = r.now().Sub(gateStart)
 	if err != nil {
 		r.recordFailure(node, plan, np, Generation{}, err.Error(), log)
@@ -599,16 +599,10 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 }
 
 // gate waits until node is healthy and clustered with peers others, and a new SSH connection finds
-// it running toplevel, and then until every node of others (the cluster's other members) is healthy
-// again too; up to the gate timeout. It probes at once, then after pauses that back off (poll); when
-// the cluster can watch the node (Watcher), every change the node's server announces (a route
-// formed) probes again at once and starts the pauses over.
-//
-// The other members count because the next node's restart takes one more replica of every stream
-// away: when a replica elsewhere is not current yet (still catching up on what it missed while this
-// node restarted), that restart can leave a stream without a quorum of current replicas, and its
-// writers stall until one catches up. A change that upsets another node fails its own gate.
-func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, others []string) error {
+// it running toplevel; up to the gate timeout. It probes at once, then after pauses that back off
+// (poll); when the cluster can watch the node (Watcher), every change the node's server announces (a
+// route formed) probes again at once and starts the pauses over.
+func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
 	sys := r.Systems[node]
 	var changes <-chan struct{}
 	if w, ok := r.Cluster.(Watcher); ok {
@@ -626,9 +620,6 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, ot
 		if err := r.Cluster.Health(ctx, node, peers); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
-		// The other members' health is asked while the SSH probe's answer is awaited.
-		othersErr := make(chan error, 1)
-		go func() { othersErr <- r.othersHealthy(ctx, others, peers) }()
 		if pending {
 			select {
 			case probeErr = <-probed:
@@ -639,46 +630,12 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int, ot
 		} else if probeErr != nil {
 			probeErr = probe(ctx, sys, toplevel)
 		}
-		oerr := <-othersErr
-		if probeErr != nil {
-			return probeErr
-		}
-		return oerr
+		return probeErr
 	})
 	if err != nil {
 		return fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
 	}
 	return nil
-}
-
-// othersHealthy checks the health of every node of others at once; nil when all are healthy.
-func (r *Rollout) othersHealthy(ctx context.Context, others []string, peers int) error {
-	errs := make([]error, len(others))
-	var wg sync.WaitGroup
-	for i, o := range others {
-		wg.Go(func() {
-			if err := r.Cluster.Health(ctx, o, peers); err != nil {
-				errs[i] = fmt.Errorf("nats on %s: %w", o, err)
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// others are the members of the plan's cluster but node, whose health a gate of node waits for too;
-// none when the plan is forced (it started with members that were not healthy).
-func others(plan *Plan, node string) []string {
-	if plan.Force {
-		return nil
-	}
-	var out []string
-	for _, m := range plan.Members {
-		if m != node {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 // probe opens a new SSH connection to the node and checks it runs toplevel.
