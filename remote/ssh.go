@@ -385,6 +385,16 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 }
 
+// Connect makes sure the Client has a connection, dialling one (TCP, handshake with strict host key
+// checking, authentication) if it has none, and runs no command. On a Client of a Pool of its own it
+// is a check that the host accepts new connections.
+func (c *Client) Connect(ctx context.Context) error {
+	if _, err := c.connect(ctx); err != nil {
+		return &Error{Host: c.name, Step: "connect", Err: err}
+	}
+	return nil
+}
+
 func (c *Client) waitDial() {
 	c.mu.Lock()
 	d := c.dial

@@ -18,10 +18,11 @@ type Config struct {
 	// to cover the activation and the gate.
 	ConfirmTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT, default=5m"`
 	// GateTimeout bounds the health gate after an activation. GatePoll is the longest pause between
-	// its probes: they start 5 ms after the activation and the pauses grow by 1.4 up to GatePoll
-	// (FirstPause, PauseGrowth), and a change the node's server announces (a route formed) probes at
-	// once. A node is healthy again 0.05-0.8 s after its activation, when the pauses are still short;
-	// a node that takes longer is probed every GatePoll.
+	// its probes: the first comes at once, and each pause is an eighth of the time waited so far, at
+	// least 5 ms, up to GatePoll (FirstPause, PauseFraction); a change the node's server announces (a
+	// route formed) probes at once and starts the pauses over. A node is healthy again 0.05-0.8 s
+	// after its activation, when the pauses are still short; a node that takes longer is probed
+	// every GatePoll.
 	GateTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT, default=3m"`
 	GatePoll    time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_POLL, default=250ms"`
 	// PreflightTimeout bounds the health check of every node before any is touched.

@@ -8,8 +8,8 @@
 // plan in a plain loop. Per node (switchNode): guard, copy the closure, arm a dead-man timer on the node
 // (a transient systemd timer that switches back to the previous generation unless disarmed), set the
 // profile, activate in a transient unit (a dropped SSH connection cannot stop it; the controller
-// reconnects and polls), gate (healthz, routes, meta leader, system ping, a new SSH connection),
-// disarm, record. A failure rolls the node back, deletes the failed generation, records the commit
+// reconnects and polls) -- these three in one SSH command --, gate (healthz, routes, meta leader,
+// system ping, a new SSH connection), disarm, record. A failure rolls the node back, deletes the failed generation, records the commit
 // as failed for that node and halts; a rollback is a failure. Cancellation is checked between nodes:
 // a node whose switch began is finished on a context of its own.
 //

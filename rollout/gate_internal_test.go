@@ -6,31 +6,35 @@ import (
 	"time"
 )
 
-func TestPausesGrowToTheGatePollAndStartOver(t *testing.T) {
+func TestPausesBackOffInProportionToTheWait(t *testing.T) {
+	const ms = time.Millisecond
 	for _, tc := range []struct {
 		name string
 		most time.Duration
-		want []time.Duration
+		// at are the times since the start a pause is asked at; want the pauses.
+		at, want []time.Duration
 	}{
-		{name: "default poll", most: 250 * time.Millisecond, want: []time.Duration{
-			5 * time.Millisecond, 7 * time.Millisecond, 9800 * time.Microsecond, 13720 * time.Microsecond,
-			19208 * time.Microsecond, 26891200, 37647680, 52706752, 73789452, 103305232, 144627324, 202478253,
-			250 * time.Millisecond, 250 * time.Millisecond}},
-		{name: "a poll shorter than the first pause", most: 2 * time.Millisecond, want: []time.Duration{
-			2 * time.Millisecond, 2 * time.Millisecond}},
-		{name: "no poll set: a second at most", most: 0, want: []time.Duration{5 * time.Millisecond, 7 * time.Millisecond}},
+		{name: "default poll", most: 250 * ms,
+			at:   []time.Duration{0, 5 * ms, 39 * ms, 40 * ms, 80 * ms, 400 * ms, 800 * ms, 2 * time.Second, 10 * time.Second},
+			want: []time.Duration{5 * ms, 5 * ms, 5 * ms, 5 * ms, 10 * ms, 50 * ms, 100 * ms, 250 * ms, 250 * ms}},
+		{name: "a poll shorter than the first pause", most: 2 * ms,
+			at: []time.Duration{0, time.Second}, want: []time.Duration{2 * ms, 2 * ms}},
+		{name: "no poll set: a second at most", most: 0,
+			at: []time.Duration{0, 4 * time.Second, 20 * time.Second}, want: []time.Duration{5 * ms, 500 * ms, time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ps := newPauses(tc.most)
+			start := time.Date(2026, 12, 3, 20, 0, 0, 0, time.UTC)
+			ps := newPauses(start, tc.most)
 			var got []time.Duration
-			for range tc.want {
-				got = append(got, ps.pause())
+			for _, at := range tc.at {
+				got = append(got, ps.pause(start.Add(at)))
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("pauses = %v, want %v", got, tc.want)
 			}
-			ps.reset()
-			if d := ps.pause(); d != tc.want[0] {
+			later := start.Add(tc.at[len(tc.at)-1])
+			ps.reset(later)
+			if d := ps.pause(later); d != tc.want[0] {
 				t.Errorf("after reset: %v, want %v", d, tc.want[0])
 			}
 		})

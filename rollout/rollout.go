@@ -130,9 +130,10 @@ func (r *Rollout) observe(ctx context.Context, name string) (Observation, error)
 		o.Problem = "no connection configured"
 		return o, nil
 	}
-	cur, err := sys.Current(ctx)
+	rs := readRunning(ctx, sys)
+	cur, err := rs.current, rs.currentErr
 	if err == nil {
-		o.Generations, err = sys.Generations(ctx)
+		o.Generations, err = rs.generations, rs.generationsErr
 	}
 	if err != nil {
 		o.Problem = err.Error()
@@ -202,6 +203,28 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res
+}
+
+// runningState is what a node runs: its system and its profile's generations, each with its error.
+type runningState struct {
+	current        string
+	currentErr     error
+	generations    []Generation
+	generationsErr error
+}
+
+// readRunning reads the system a node runs and its profile's generations at once (two commands side
+// by side on its connection: one round trip's wait, not two).
+func readRunning(ctx context.Context, sys System) runningState {
+	var rs runningState
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rs.generations, rs.generationsErr = sys.Generations(ctx)
+	}()
+	rs.current, rs.currentErr = sys.Current(ctx)
+	<-done
+	return rs
 }
 
 // precopyLimit bounds the closure copies Run makes at once ahead of the nodes' switches.
@@ -330,20 +353,19 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		log.Error("switch failed", "step", what, "err", err)
 		return nr
 	}
-	const steps = 6
+	const steps = 5
 
 	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
 	st.Progress(ctx, 1, steps, "guard")
-	cur, err := sys.Current(ctx)
-	if err != nil {
-		return fail("read the running system", err)
-	}
-	if cur != np.Current {
+	rs := readRunning(ctx, sys)
+	cur, gens := rs.current, rs.generations
+	switch {
+	case rs.currentErr != nil:
+		return fail("read the running system", rs.currentErr)
+	case rs.generationsErr != nil:
+		return fail("list generations", rs.generationsErr)
+	case cur != np.Current:
 		return fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, cur))
-	}
-	gens, err := sys.Generations(ctx)
-	if err != nil {
-		return fail("list generations", err)
 	}
 	back := runningGeneration(Observation{Current: cur, Generations: gens})
 	if back.Number == 0 {
@@ -397,25 +419,21 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 
 	// 3. Arm the dead-man timer, so that should the controller vanish the node goes back by itself;
 	// then, in the same round trip, make the target the profile's current generation (a new one, or
-	// the existing one a rollback goes to).
-	st.Progress(ctx, 3, steps, "arm the dead-man rollback, set the system profile")
+	// the existing one a rollback goes to) and activate it in a transient unit (a dropped connection
+	// cannot stop it): one SSH command, which starts the unit only once the timer runs.
+	st.Progress(ctx, 3, steps, "arm the dead-man rollback, set the system profile, activate")
 	actx, cancel := bounded()
-	nr.Generation, err = sys.Arm(actx, id.timer, cfg.ConfirmTimeout, back, Generation{Number: np.TargetGeneration, Toplevel: np.Target})
+	gen, act, err := sys.ArmActivate(actx, id.timer, cfg.ConfirmTimeout, back, Generation{Number: np.TargetGeneration, Toplevel: np.Target}, id.unit)
 	cancel()
+	nr.Generation = gen
 	switch {
 	case errors.Is(err, ErrNotArmed):
 		return fail("arm the dead-man rollback", err) // nothing changed
-	case err != nil:
+	case err != nil && gen == 0:
 		return rollBack("set the system profile", err)
 	}
 	log.Info("dead-man rollback armed", "timer", id.timer, "back_to", back.Number, "generation", nr.Generation,
 		"confirm_timeout", cfg.ConfirmTimeout)
-
-	// 4. Activate in a transient unit: a dropped connection cannot stop it.
-	st.Progress(ctx, 4, steps, "activate")
-	vctx, cancel := bounded()
-	act, err := sys.Activate(vctx, id.unit, np.Target)
-	cancel()
 	nr.Activation, nr.ExitCode, nr.Reconnected = act.Duration, act.ExitCode, act.Reconnected
 	writeLines(st, act.Output)
 	if act.Reconnected {
@@ -426,7 +444,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	}
 
 	// 5. The gate, from the controller.
-	st.Progress(ctx, 5, steps, "health gate")
+	st.Progress(ctx, 4, steps, "health gate")
 	gateStart := r.now()
 	err = r.gate(node, np.Node, np.Target, peers)
 	nr.Rejoin = r.now().Sub(gateStart)
@@ -435,7 +453,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	}
 
 	// 6. Confirm: disarm the timer before it fires.
-	st.Progress(ctx, 6, steps, "disarm")
+	st.Progress(ctx, 5, steps, "disarm")
 	dctx, cancel := bounded()
 	claimed, err := sys.Disarm(dctx, id.timer)
 	cancel()
@@ -581,9 +599,9 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 }
 
 // gate waits until node is healthy and clustered with peers others, and a new SSH connection finds
-// it running toplevel; up to the gate timeout. It probes at once, then after pauses that start short
-// and grow (poll); when the cluster can watch the node (Watcher), every change the node's server
-// announces (a route formed) probes again at once and starts the pauses over.
+// it running toplevel; up to the gate timeout. It probes at once, then after pauses that back off
+// (poll); when the cluster can watch the node (Watcher), every change the node's server announces (a
+// route formed) probes again at once and starts the pauses over.
 func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
 	sys := r.Systems[node]
 	var changes <-chan struct{}
@@ -632,34 +650,36 @@ func probe(ctx context.Context, sys System, toplevel string) error {
 	return nil
 }
 
-// The pauses between a gate's probes: the first is FirstPause, each next one PauseGrowth times the
-// last, up to the gate poll setting. A node turns healthy 0.05-0.8 s after its activation on the
-// lab, so the probes are dense then (11 in the first 0.35 s, the first at once) and sparse later (4 a second), instead of
-// one every GatePoll from the start: the gate reacts to a node healthy early within a few ms and costs
-// the node no more than a fixed poll once it takes long.
+// The pauses between a gate's probes back off in proportion to the wait: each is PauseFraction of
+// the time since the probes started (the activation's result, or the last change the node's server
+// announced), at least FirstPause and at most the gate poll setting. So the gate's lag behind a
+// node turning healthy is at most about an eighth of the time the node took (plus one probe), the
+// probes are dense only while the node's change is fresh (8 in the first 40 ms, then about one per
+// 12% more waited: some 40 in the first 2 s), and a node that takes long is probed every GatePoll,
+// as with a fixed poll. A node turns healthy 0.05-0.8 s after its activation on the lab.
 const (
-	FirstPause  = 5 * time.Millisecond
-	PauseGrowth = 1.4
+	FirstPause    = 5 * time.Millisecond
+	PauseFraction = 8
 )
 
-// pauses returns the pause before each next probe: FirstPause, growing by PauseGrowth up to most;
-// reset starts over.
-type pauses struct{ next, most time.Duration }
+// pauses says the pause before each next probe (see FirstPause); reset starts over.
+type pauses struct {
+	start time.Time
+	most  time.Duration
+}
 
-func newPauses(most time.Duration) *pauses {
+func newPauses(now time.Time, most time.Duration) *pauses {
 	if most <= 0 {
 		most = time.Second
 	}
-	return &pauses{next: min(FirstPause, most), most: most}
+	return &pauses{start: now, most: most}
 }
 
-func (p *pauses) pause() time.Duration {
-	d := p.next
-	p.next = min(time.Duration(float64(p.next)*PauseGrowth), p.most)
-	return d
+func (p *pauses) pause(now time.Time) time.Duration {
+	return min(max(now.Sub(p.start)/PauseFraction, FirstPause), p.most)
 }
 
-func (p *pauses) reset() { p.next = min(FirstPause, p.most) }
+func (p *pauses) reset(now time.Time) { p.start = now }
 
 // poll calls check until it succeeds or timeout passes, pausing as pauses says between calls (up to
 // the gate poll setting); a receive on changes (nil: none) ends the pause at once and starts the
@@ -667,7 +687,7 @@ func (p *pauses) reset() { p.next = min(FirstPause, p.most) }
 func (r *Rollout) poll(ctx context.Context, timeout time.Duration, changes <-chan struct{}, check func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ps := newPauses(r.Config.GatePoll)
+	ps := newPauses(time.Now(), r.Config.GatePoll)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop() // set by each pause below
 	defer timer.Stop()
@@ -680,13 +700,13 @@ func (r *Rollout) poll(ctx context.Context, timeout time.Duration, changes <-cha
 		if last == nil || ctx.Err() == nil { // not the deadline cutting a check short
 			last = err
 		}
-		timer.Reset(ps.pause())
+		timer.Reset(ps.pause(time.Now()))
 		select {
 		case <-ctx.Done():
 			return last
 		case <-timer.C:
 		case <-changes:
-			ps.reset()
+			ps.reset(time.Now())
 		}
 	}
 }

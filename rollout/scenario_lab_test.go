@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cimdeploy/cimdeploy/fixtures/lab"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/nixrunner"
 	"github.com/cimdeploy/cimdeploy/remote"
@@ -110,6 +111,81 @@ func TestLabBrokenCommitFailsTheGateAndRollsBack(t *testing.T) {
 		t.Errorf("state %+v", st)
 	}
 	t.Logf("BENCH failed switch with rollback: %s (gate timeout %s)", nr.Duration.Round(time.Millisecond), w.r.Config.GateTimeout)
+}
+
+// TestLabActivationThatBrokeSSHDFailsTheGate: the first node's activation leaves it without an sshd
+// that accepts new connections (its listener is stopped once /run/current-system points at the new
+// system; the connection the controller holds goes on, as OpenSSH's established sessions outlive
+// their listener). Its NATS server is healthy, but the gate's new SSH connection is refused: the gate
+// fails, the controller rolls the node back over the connection it holds, and no other node is
+// touched. sshd comes back with the rollback (started once the node runs its old system again), so
+// the rollback's own gate passes.
+func TestLabActivationThatBrokeSSHDFailsTheGate(t *testing.T) {
+	w := newLabWorld(t)
+	ctx := t.Context()
+	w.r.Config.GateTimeout = 3 * time.Second
+	tops := w.build(t, func(topo *topology.Topology) { topo.Services.NATS.JetStream.MaxMemoryStore = 70 << 20 })
+	broken := make(chan string, 1)
+	watchErr := make(chan error, 1)
+	go func() {
+		// A watcher beside the rollout, looking every 2 ms: the activation "breaks" sshd, so
+		// whichever node switches first loses its listener, and gets it back with its old system.
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		until := func(cond func() bool) error {
+			for !cond() {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-tick.C:
+				}
+			}
+			return nil
+		}
+		var n *lab.Node
+		if err := until(func() bool {
+			for _, c := range w.l.Nodes() {
+				if c.CurrentSystem() == tops[c.Name()] {
+					n = c
+				}
+			}
+			return n != nil
+		}); err != nil {
+			watchErr <- err
+			return
+		}
+		if err := n.StopSSHD(ctx); err != nil {
+			watchErr <- err
+			return
+		}
+		broken <- n.Name()
+		if err := until(func() bool { return n.CurrentSystem() == w.baseline[n.Name()] }); err != nil {
+			watchErr <- err
+			return
+		}
+		watchErr <- n.StartSSHD(ctx)
+	}()
+	plan, res := w.rollout(ctx, t, rollout.Request{RunID: "lab-sshd-broken", Commit: "no-sshd", Targets: w.targets(tops, "no-sshd")})
+	if err := <-watchErr; err != nil {
+		t.Fatal(err)
+	}
+	first := <-broken
+	if plan.Nodes[0].Node != first {
+		t.Fatalf("sshd was stopped on %s, but %s switched first", first, plan.Nodes[0].Node)
+	}
+	nr := res.Node(first)
+	if res.Status != rollout.StatusFailed || nr.Status != rollout.StatusFailed || !nr.RolledBack || nr.ExitCode != 0 {
+		t.Fatalf("rollout %s, %s: %+v", res.Status, first, nr)
+	}
+	mustContain(t, "error", nr.Error, "health gate", "new ssh connection", "rolled back to generation")
+	for _, np := range plan.Nodes[1:] {
+		if res.Node(np.Node).Status != rollout.StatusSkipped || w.l.Node(np.Node).CurrentSystem() != w.baseline[np.Node] {
+			t.Errorf("%s was touched after %s failed", np.Node, first)
+		}
+	}
+	if got := w.l.Node(first).CurrentSystem(); got != w.baseline[first] {
+		t.Errorf("%s runs %s after its rollback", first, got)
+	}
 }
 
 // TestLabSSHDroppedDuringActivation cuts the node's SSH connections while it activates: the switch

@@ -194,32 +194,67 @@ if [ "$7" = 0 ]; then
 else
 	"$nixenv" -p "$5" --switch-generation "$7" >&2 || exit
 fi
-readlink "$5"`
+readlink "$5" || exit`
 
 // Arm implements System.
 func (s *SSHSystem) Arm(ctx context.Context, id string, d time.Duration, back, to Generation) (int, error) {
-	if err := checkID(id); err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrNotArmed, err)
-	}
-	if back.Number <= 0 || back.Toplevel == "" {
-		return 0, fmt.Errorf("arm rollback %s: %w: no generation to go back to", id, ErrNotArmed)
-	}
-	if to.Number < 0 || (to.Number == 0 && to.Toplevel == "") {
-		return 0, fmt.Errorf("arm rollback %s: %w: no generation to set", id, ErrNotArmed)
-	}
-	out, err := s.output(ctx, "arm the dead-man rollback "+id+" and set the system profile",
-		remote.Script(armScript, id, seconds(d), strconv.Itoa(back.Number), back.Toplevel, SystemProfile, rollbackScript,
-			strconv.Itoa(to.Number), to.Toplevel, timerAccuracy)...)
-	armed, link, _ := strings.Cut(out, "\n")
-	var ee *remote.ExitError
-	switch {
-	case err != nil && armed != "armed" && errors.As(err, &ee):
-		// The script ended before the timer ran: nothing changed.
-		return 0, fmt.Errorf("%w: %w", ErrNotArmed, err)
-	case err != nil:
+	if err := checkArm(id, back, to); err != nil {
 		return 0, err
 	}
-	return linkGeneration(strings.TrimSpace(link))
+	out, err := s.output(ctx, "arm the dead-man rollback "+id+" and set the system profile",
+		remote.Script(armScript, armArgs(id, d, back, to)...)...)
+	gen, _, err := armed(out, err)
+	return gen, err
+}
+
+// armArgs are armScript's arguments.
+func armArgs(id string, d time.Duration, back, to Generation) []string {
+	return []string{id, seconds(d), strconv.Itoa(back.Number), back.Toplevel, SystemProfile, rollbackScript,
+		strconv.Itoa(to.Number), to.Toplevel, timerAccuracy}
+}
+
+// checkArm refuses what armScript cannot be given, before anything runs.
+func checkArm(id string, back, to Generation) error {
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotArmed, err)
+	}
+	if back.Number <= 0 || back.Toplevel == "" {
+		return fmt.Errorf("arm rollback %s: %w: no generation to go back to", id, ErrNotArmed)
+	}
+	if to.Number < 0 || (to.Number == 0 && to.Toplevel == "") {
+		return fmt.Errorf("arm rollback %s: %w: no generation to set", id, ErrNotArmed)
+	}
+	return nil
+}
+
+// armed reads what armScript printed ("armed", then the profile's link) and how its command ended
+// (err): the generation it made current and the rest of the output. Without "armed" and with an exit
+// status the timer did not start (ErrNotArmed); without the link the profile was not set, or it is
+// not known whether it was (generation 0, err).
+func armed(out string, err error) (int, string, error) {
+	first, rest, _ := strings.Cut(out, "\n")
+	var ee *remote.ExitError
+	if first != "armed" {
+		if err != nil && errors.As(err, &ee) {
+			return 0, "", fmt.Errorf("%w: %w", ErrNotArmed, err) // the script ended before the timer ran
+		}
+		if err == nil {
+			err = fmt.Errorf("arm: unexpected output %q", first)
+		}
+		return 0, "", err
+	}
+	link, rest, complete := strings.Cut(rest, "\n")
+	if !complete {
+		if err == nil {
+			err = errors.New("set the system profile: no profile link printed")
+		}
+		return 0, "", err
+	}
+	gen, perr := linkGeneration(strings.TrimSpace(link))
+	if perr != nil {
+		return 0, "", perr
+	}
+	return gen, rest, err
 }
 
 // seconds formats d for systemd-run --on-active: seconds, with milliseconds when there are any, at
@@ -321,6 +356,57 @@ func (s *SSHSystem) Activate(ctx context.Context, unit, toplevel string) (Activa
 	var stdout bytes.Buffer
 	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(activateScript, unit, status, toplevel, switchScript),
 		Stdout: &stdout, Step: "activate " + unit})
+	return s.activation(ctx, act, status, start, stdout.String(), err)
+}
+
+// armActivateScript is armScript, then activateScript with the unit $10, its exit-code file $11,
+// the toplevel $8 and switchScript $12: one round trip arms the dead-man timer, sets the profile, runs
+// the activation unit and brings its result. The unit starts only once the timer runs and the profile
+// is set (armScript exits otherwise).
+const armActivateScript = armScript + `
+set -- "${10}" "${11}" "$8" "${12}"
+` + activateScript
+
+// ArmActivate implements System in one SSH command (armActivateScript): its output is armScript's
+// ("armed", the profile's link), then activateScript's.
+func (s *SSHSystem) ArmActivate(ctx context.Context, id string, d time.Duration, back, to Generation, unit string) (int, Activation, error) {
+	start := time.Now()
+	act := Activation{Unit: unit}
+	if err := checkArm(id, back, to); err != nil {
+		return 0, act, err
+	}
+	if err := checkID(unit); err != nil {
+		return 0, act, fmt.Errorf("%w: %w", ErrNotArmed, err)
+	}
+	if to.Toplevel == "" {
+		return 0, act, fmt.Errorf("arm rollback %s: %w: no system to activate", id, ErrNotArmed)
+	}
+	status := stateDir + "/" + unit + ".status"
+	var stdout bytes.Buffer
+	err := s.Run(ctx, remote.Cmd{Argv: remote.Script(armActivateScript, append(armArgs(id, d, back, to), unit, status, switchScript)...),
+		Stdout: &stdout, Step: "arm the dead-man rollback " + id + ", set the system profile, activate " + unit})
+	gen, rest, err := armed(stdout.String(), err)
+	if gen == 0 {
+		var ee *remote.ExitError
+		if err != nil && !errors.Is(err, ErrNotArmed) && !errors.As(err, &ee) && ctx.Err() == nil {
+			// The connection went while the profile was being set: should the unit have started
+			// after all, it must have ended before the caller rolls back.
+			if _, werr := s.waitUnit(ctx, unit, status); werr == nil {
+				err = fmt.Errorf("%w (the activation ran, unseen)", err)
+			}
+		}
+		act.Duration = time.Since(start)
+		return 0, act, err
+	}
+	act, err = s.activation(ctx, act, status, start, rest, err)
+	return gen, act, err
+}
+
+// activation reads what activateScript printed (out: its status line and the unit's journal) and how
+// its command ended (err); when the command failed for any reason but ctx, it polls the unit for its
+// end. start is when the command started.
+func (s *SSHSystem) activation(ctx context.Context, act Activation, status string, start time.Time, out string, err error) (Activation, error) {
+	unit := act.Unit
 	if ctx.Err() != nil {
 		act.Duration = time.Since(start)
 		return act, fmt.Errorf("activation %s: %w (it goes on in its unit on the node)", unit, ctx.Err())
@@ -328,7 +414,7 @@ func (s *SSHSystem) Activate(ctx context.Context, unit, toplevel string) (Activa
 	code, exited := 0, false
 	if err == nil {
 		// The usual end: the command waited for the unit and brought its exit code and journal.
-		first, journal, _ := strings.Cut(stdout.String(), "\n")
+		first, journal, _ := strings.Cut(out, "\n")
 		var perr error
 		if code, exited, _, perr = unitStatus(unit, first); perr != nil {
 			return act, perr
@@ -406,19 +492,34 @@ func (s *SSHSystem) journal(ctx context.Context, unit string) []string {
 	return lines(out)
 }
 
-// Probe implements System with a pool of its own: a new connection, closed again.
+// Probe implements System: a new connection from a pool of its own (TCP, SSH handshake with the
+// pinned host key, authentication; closed again) and, at the same time, /run/current-system read with
+// a command on the node's pooled connection. The new connection proves that sshd still accepts and
+// authenticates; the command, a session of its own, proves that the node's sshd can still start a
+// login shell and run a command (as on every SSH connection, each command is a new session). Running
+// no command on the new connection saves a second session's set-up on the gate's path.
 func (s *SSHSystem) Probe(ctx context.Context) (string, error) {
+	connected := make(chan error, 1)
+	go func() { connected <- s.connect(ctx) }()
+	cur, err := s.Current(ctx)
+	if cerr := <-connected; cerr != nil {
+		return "", cerr
+	}
+	return cur, err
+}
+
+// connect opens a new connection to the node and closes it again.
+func (s *SSHSystem) connect(ctx context.Context) error {
 	p, err := remote.NewPool(s.cfg, remote.Options{Logger: s.logger})
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer p.Close()
 	c, err := p.Client(s.host)
 	if err != nil {
-		return "", err
+		return err
 	}
-	out, err := c.Output(ctx, 4096, "readlink", "/run/current-system")
-	return strings.TrimSpace(string(out)), err
+	return c.Connect(ctx)
 }
 
 // checkID accepts what a systemd unit name and a file name both take.

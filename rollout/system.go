@@ -40,6 +40,13 @@ type System interface {
 	// (--switch-generation). It activates nothing and returns the generation now current. An error
 	// that wraps ErrNotArmed changed nothing on the node; after any other error the timer may run.
 	Arm(ctx context.Context, id string, d time.Duration, back, to Generation) (int, error)
+	// ArmActivate is Arm, then Activate of to.Toplevel in unit (to.Toplevel is required, also with
+	// to.Number), in one round trip to the node where the implementation can (SSHSystem: one command). The unit starts only once the timer runs and
+	// the profile is set. It returns the generation now current: 0 when the profile was not set, or
+	// it is not known whether it was; then the error is Arm's (ErrNotArmed: nothing changed). With a
+	// generation, the error and the Activation are Activate's (its Duration counts from the start of
+	// the whole call).
+	ArmActivate(ctx context.Context, id string, d time.Duration, back, to Generation, unit string) (int, Activation, error)
 	// Disarm stops timer id and claims it: true when its rollback will never run, false when it
 	// fired first (the node is rolling, or has rolled, itself back). Disarming an unknown id claims
 	// it.
@@ -48,9 +55,11 @@ type System interface {
 	// that a lost connection cannot stop it: it reconnects and polls the unit until it ended. The
 	// result holds switch-to-configuration's exit code; an error means its end is unknown.
 	Activate(ctx context.Context, unit, toplevel string) (Activation, error)
-	// Probe opens a new connection to the node (never a pooled one) and returns
-	// /run/current-system: the gate's proof that the node can still be reached and runs what it
-	// should.
+	// Probe opens a new connection to the node (never a pooled one: handshake and authentication)
+	// and returns /run/current-system: the gate's proof that the node can still be reached and runs
+	// what it should. Where the new connection runs no command, /run/current-system is read with a
+	// command on a connection the System holds (a session of its own: sshd starts a login shell for
+	// it), so that both a new connection and a new session are proven.
 	Probe(ctx context.Context) (string, error)
 }
 

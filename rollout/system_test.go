@@ -63,6 +63,7 @@ func TestSystemContract(t *testing.T) {
 				{name: "ActivationExitCodes", test: testActivationExitCodes},
 				{name: "ActivationSurvivesDroppedConnection", test: testActivationSurvivesDrop},
 				{name: "ProbeUsesANewConnection", test: testProbe},
+				{name: "ArmActivateInOneGo", test: testArmActivate},
 			} {
 				t.Run(tc.name, func(t *testing.T) { tc.test(t, impl.world(t)) })
 			}
@@ -290,5 +291,54 @@ func testProbe(t *testing.T, w *sysWorld) {
 	got, err := w.sys.Probe(t.Context())
 	if err != nil || got != w.base {
 		t.Fatalf("Probe = %q, %v; want %s", got, err, w.base)
+	}
+}
+
+func testArmActivate(t *testing.T, w *sysWorld) {
+	ctx := t.Context()
+	cur := current(t, w)
+	if _, err := w.sys.Copy(ctx, w.other); err != nil {
+		t.Fatal(err)
+	}
+	// An id whose timer is armed already: refused before anything changed, nothing activated.
+	id := uniqueID(t)
+	if _, err := w.sys.Arm(ctx, id, time.Hour, cur, rollout.Generation{Number: cur.Number}); err != nil {
+		t.Fatal(err)
+	}
+	gen, _, err := w.sys.ArmActivate(ctx, id, time.Hour, cur, rollout.Generation{Toplevel: w.other}, "cimdeploy-test-"+uniqueID(t))
+	if !errors.Is(err, rollout.ErrNotArmed) || gen != 0 {
+		t.Errorf("ArmActivate with an armed id = %d, %v; want ErrNotArmed", gen, err)
+	}
+	if gens, _ := w.sys.Generations(ctx); rollout.CurrentGeneration(gens).Number != cur.Number || w.running() != w.base {
+		t.Errorf("a refused ArmActivate changed the node: runs %s, generations %+v", w.running(), gens)
+	}
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v", claimed, err)
+	}
+
+	// Arm, a new generation, activated; the timer is armed (Disarm claims it).
+	id = uniqueID(t)
+	gen, act, err := w.sys.ArmActivate(ctx, id, time.Hour, cur, rollout.Generation{Toplevel: w.other}, "cimdeploy-test-"+uniqueID(t))
+	if err != nil || gen <= cur.Number || act.ExitCode != 0 || act.Duration <= 0 {
+		t.Fatalf("ArmActivate = %d, %+v, %v", gen, act, err)
+	}
+	defer back(t, w, cur, gen)
+	if w.running() != w.other {
+		t.Errorf("runs %s, want %s", w.running(), w.other)
+	}
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v; want claimed", claimed, err)
+	}
+
+	// A failing activation: the generation is set and returned with the activation's error.
+	w.failNext(t, rollout.ExitUnitsFailed)
+	id = uniqueID(t)
+	got, act, err := w.sys.ArmActivate(ctx, id, time.Hour, cur, rollout.Generation{Number: gen, Toplevel: w.other}, "cimdeploy-test-"+uniqueID(t))
+	var ae *rollout.ActivationError
+	if !errors.As(err, &ae) || ae.Code != rollout.ExitUnitsFailed || got != gen || act.ExitCode != rollout.ExitUnitsFailed {
+		t.Errorf("ArmActivate with a failing activation = %d, %+v, %v; want generation %d, exit %d", got, act, err, gen, rollout.ExitUnitsFailed)
+	}
+	if claimed, err := w.sys.Disarm(ctx, id); err != nil || !claimed {
+		t.Fatalf("Disarm = %v, %v", claimed, err)
 	}
 }

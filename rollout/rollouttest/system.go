@@ -274,6 +274,21 @@ func (s *System) Arm(ctx context.Context, id string, d time.Duration, back, to r
 	return n, nil
 }
 
+// ArmActivate implements rollout.System: Arm, then, once the profile is set, Activate.
+func (s *System) ArmActivate(ctx context.Context, id string, d time.Duration, back, to rollout.Generation, unit string) (int, rollout.Activation, error) {
+	start := time.Now()
+	if to.Toplevel == "" {
+		return 0, rollout.Activation{Unit: unit}, fmt.Errorf("arm rollback %s: %w: no system to activate", id, rollout.ErrNotArmed)
+	}
+	gen, err := s.Arm(ctx, id, d, back, to)
+	if err != nil {
+		return gen, rollout.Activation{Unit: unit, Duration: time.Since(start)}, err
+	}
+	act, err := s.Activate(ctx, unit, to.Toplevel)
+	act.Duration = time.Since(start)
+	return gen, act, err
+}
+
 // fire is the dead-man timer's rollback on the node.
 func (s *System) fire(id string, back rollout.Generation) {
 	s.mu.Lock()
