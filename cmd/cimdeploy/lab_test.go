@@ -43,7 +43,8 @@ func TestLabCommands(t *testing.T) {
 	if !strings.HasSuffix(env["CIMDEPLOY_SSH_KNOWN_HOSTS"], "/ssh/known_hosts") ||
 		!strings.Contains(env["CIMDEPLOY_NIX_OVERRIDE_INPUTS"], "nixpkgs=path:"+dir+"/nixpkgs") ||
 		!strings.Contains(env["CIMDEPLOY_LAB_NIX_ARGS"], "--override-input nixpkgs path:"+dir+"/nixpkgs") ||
-		!strings.Contains(env["CIMDEPLOY_LAB_NODES"], "nats-1="+strings.TrimSuffix(base.String(), "0")+"11") {
+		!strings.Contains(env["CIMDEPLOY_LAB_NODES"], "nats-1="+strings.TrimSuffix(base.String(), "0")+"11") ||
+		env["CIMDEPLOY_REPO"] != dir+"/repo" {
 		t.Errorf("lab env: %v", env)
 	}
 	code, stdout, _ = runCLI(t, append([]string{"lab", "env"}, flags...)...)
