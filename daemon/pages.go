@@ -159,6 +159,33 @@ func (p pages) list(w http.ResponseWriter, r *http.Request) {
 	p.render(w, listTemplate, page)
 }
 
+// read reads the summary and the recorded events of the run the request names; when it cannot, it
+// has answered the request itself (404 for an invalid or unknown id, 503 when the store fails).
+func (p pages) read(w http.ResponseWriter, r *http.Request) (string, store.RunSummary, []pipeline.Event, bool) {
+	id := r.PathValue("id")
+	if !runID.MatchString(id) {
+		http.Error(w, "no such run", http.StatusNotFound)
+		return "", store.RunSummary{}, nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
+	defer cancel()
+	sum, ok, err := p.runs.Run(ctx, id)
+	if err != nil {
+		p.fail(w, "read run", err)
+		return "", store.RunSummary{}, nil, false
+	}
+	if !ok {
+		http.Error(w, "no such run", http.StatusNotFound)
+		return "", store.RunSummary{}, nil, false
+	}
+	events, err := p.runs.Events(ctx, id)
+	if err != nil {
+		p.fail(w, "read events", err)
+		return "", store.RunSummary{}, nil, false
+	}
+	return id, sum, events, true
+}
+
 // row is how a run appears in the list and at the top of its page.
 func (p pages) row(sum store.RunSummary, now time.Time) runRow {
 	row := runRow{RunSummary: sum, Trigger: triggerLabel(sum.Trigger), CommitURL: commitURL(p.repo, sum.Commit), Elapsed: sum.Duration}
@@ -169,25 +196,8 @@ func (p pages) row(sum store.RunSummary, now time.Time) runRow {
 }
 
 func (p pages) run(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if !runID.MatchString(id) {
-		http.Error(w, "no such run", http.StatusNotFound)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
-	defer cancel()
-	sum, ok, err := p.runs.Run(ctx, id)
-	if err != nil {
-		p.fail(w, "read run", err)
-		return
-	}
+	id, sum, events, ok := p.read(w, r)
 	if !ok {
-		http.Error(w, "no such run", http.StatusNotFound)
-		return
-	}
-	events, err := p.runs.Events(ctx, id)
-	if err != nil {
-		p.fail(w, "read events", err)
 		return
 	}
 	page := runPage{Nav: p.nav, Run: p.row(sum, time.Now()), Stages: foldStages(events), Live: p.stream != nil}
@@ -212,25 +222,8 @@ func (p pages) run(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p pages) api(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if !runID.MatchString(id) {
-		http.Error(w, "no such run", http.StatusNotFound)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
-	defer cancel()
-	sum, ok, err := p.runs.Run(ctx, id)
-	if err != nil {
-		p.fail(w, "read run", err)
-		return
-	}
+	_, sum, events, ok := p.read(w, r)
 	if !ok {
-		http.Error(w, "no such run", http.StatusNotFound)
-		return
-	}
-	events, err := p.runs.Events(ctx, id)
-	if err != nil {
-		p.fail(w, "read events", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,46 +28,14 @@ func BenchmarkServeIdleRSS(b *testing.B) {
 		}
 	}
 	for b.Loop() {
-		srv := startServeB(b, []string{"serve", "--listen", "127.0.0.1:0", "--repo", dir, "--data-dir", filepath.Join(b.TempDir(), "data"),
+		srv := startServe(b, []string{"serve", "--listen", "127.0.0.1:0", "--repo", dir, "--data-dir", filepath.Join(b.TempDir(), "data"),
 			"--github-repository", "acme/infra", "--webhook-secret-file", secret, "--github-token-file", token,
 			"--github-api-url", "http://127.0.0.1:9/", "--ssh-key-file", key, "--ssh-known-hosts", knownHosts})
 		time.Sleep(10 * time.Second)
-		rss := vmRSS(b, srv.Process.Pid)
+		rss := vmRSS(b, srv.cmd.Process.Pid)
 		b.ReportMetric(float64(rss)/(1<<20), "RSS-MiB")
-		_ = srv.Process.Kill()
-		_ = srv.Wait()
+		srv.kill(b)
 	}
-}
-
-// startServeB starts cimdeploy serve (the test binary as main) and waits until it listens.
-func startServeB(b *testing.B, args []string) *exec.Cmd {
-	b.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), execMain+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), "listening on") {
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return cmd
-		}
-	}
-	b.Fatal("serve ended before listening")
-	return nil
 }
 
 // vmRSS is the resident set size of process pid, in bytes.

@@ -181,7 +181,7 @@ type servd struct {
 }
 
 // startServe starts the test binary as cimdeploy (execMain) with args and waits for it to listen.
-func startServe(t *testing.T, args []string) *servd {
+func startServe(t testing.TB, args []string) *servd {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -244,7 +244,7 @@ func (s *servd) output() string {
 }
 
 // kill ends serve with SIGKILL, as a crash or the OOM killer would.
-func (s *servd) kill(t *testing.T) {
+func (s *servd) kill(t testing.TB) {
 	t.Helper()
 	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
