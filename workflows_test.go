@@ -48,21 +48,24 @@ func workflowFiles(t *testing.T) []string {
 	return files
 }
 
+// newLinter is actionlint.NewLinter with colour off. NewLinter writes the colour package's global
+// NoColor and printing errors reads it, so the tests that lint do not run in parallel.
+func newLinter(t *testing.T, out *strings.Builder) *actionlint.Linter {
+	t.Helper()
+	linter, err := actionlint.NewLinter(out, &actionlint.LinterOptions{Color: actionlint.ColorOptionKindNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return linter
+}
+
 // TestWorkflowsLint lints every workflow with actionlint (github.com/rhysd/actionlint, as a library):
 // syntax, expressions and their types, contexts, action inputs, runner labels, cron, glob patterns,
 // untrusted input in scripts. Its shellcheck and pyflakes passes are off: they need programs this
 // machine does not have.
 func TestWorkflowsLint(t *testing.T) {
-	t.Parallel()
 	var out strings.Builder
-	linter, err := actionlint.NewLinter(&out, &actionlint.LinterOptions{
-		Color:      actionlint.ColorOptionKindNever,
-		Shellcheck: "",
-		Pyflakes:   "",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	linter := newLinter(t, &out)
 	for _, file := range workflowFiles(t) {
 		errs, err := linter.LintFile(file, nil)
 		if err != nil {
@@ -80,11 +83,7 @@ func TestWorkflowsLint(t *testing.T) {
 // TestWorkflowsLintFindsMistakes: the linter as configured does report a broken workflow (an unknown
 // context and a job without runs-on), so a clean TestWorkflowsLint means something.
 func TestWorkflowsLintFindsMistakes(t *testing.T) {
-	t.Parallel()
-	linter, err := actionlint.NewLinter(&strings.Builder{}, &actionlint.LinterOptions{Color: actionlint.ColorOptionKindNever})
-	if err != nil {
-		t.Fatal(err)
-	}
+	linter := newLinter(t, &strings.Builder{})
 	broken := "on: push\njobs:\n  a:\n    steps:\n      - run: echo ${{ gihtub.sha }}\n"
 	errs, err := linter.Lint("broken.yml", []byte(broken), nil)
 	if err != nil {
