@@ -312,3 +312,100 @@ func endpoint(url string) string {
 	}
 	return url
 }
+
+// Settler is a Cluster that can say whether the whole cluster has settled after a node's change:
+// every member healthy and clustered, and every replicated stream led, with each replica current and
+// caught up. Run waits for it between nodes: a node's gate says the node is back, not that its peers
+// have caught up with what it missed, and taking down the next server (perhaps a stream's leader)
+// while a replica still catches up leaves the stream short of a quorum of current replicas.
+type Settler interface {
+	// Settled is nil when every member is healthy with peers others and every stream is settled.
+	Settled(ctx context.Context, members []string, peers int) error
+}
+
+var _ Settler = (*NATS)(nil)
+
+// Settled implements Settler: Health of every member, and /jsz?accounts=true&streams=true of every
+// member, where each stream the member leads must list every replica current, online and without
+// lag (a stream's replica state is the leader's view: a follower does not track its peers), and no
+// stream may be without a leader. The members are asked at once.
+func (n *NATS) Settled(ctx context.Context, members []string, peers int) error {
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			if err := n.Health(ctx, m, peers); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", m, err)
+				return
+			}
+			if err := n.streamsSettled(ctx, m); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", m, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// jszStreams is the part of /jsz?accounts=true&streams=true that Settled reads (nats-server's
+// monitor.go: JSInfo, AccountDetail, StreamDetail, ClusterInfo, PeerInfo).
+type jszStreams struct {
+	Accounts []struct {
+		Name    string `json:"name"`
+		Streams []struct {
+			Name    string `json:"name"`
+			Cluster *struct {
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+					Offline bool   `json:"offline"`
+					Lag     uint64 `json:"lag"`
+				} `json:"replicas"`
+			} `json:"cluster"`
+		} `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+// streamsSettled checks the streams node's server knows; node is its server name (the projection
+// sets serverName to the host name, and the topology names nodes by host name).
+func (n *NATS) streamsSettled(ctx context.Context, node string) error {
+	srv, err := n.server(node)
+	if err != nil {
+		return err
+	}
+	var jsz jszStreams
+	if err := n.getJSON(ctx, srv.Monitor+"/jsz?accounts=true&streams=true", &jsz); err != nil {
+		return err
+	}
+	var problems []string
+	for _, a := range jsz.Accounts {
+		for _, s := range a.Streams {
+			c := s.Cluster
+			if c == nil || len(c.Replicas) == 0 && c.Leader == "" {
+				continue // not replicated
+			}
+			name := a.Name + " > " + s.Name
+			if c.Leader == "" {
+				problems = append(problems, "stream "+name+" has no leader")
+				continue
+			}
+			if c.Leader != node {
+				continue
+			}
+			for _, r := range c.Replicas {
+				switch {
+				case r.Offline:
+					problems = append(problems, fmt.Sprintf("stream %s: replica %s offline", name, r.Name))
+				case !r.Current || r.Lag > 0:
+					problems = append(problems, fmt.Sprintf("stream %s: replica %s catching up (lag %d)", name, r.Name, r.Lag))
+				}
+			}
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return fmt.Errorf("/jsz: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}

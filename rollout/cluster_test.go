@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
@@ -70,6 +72,15 @@ func startNATS(t *testing.T, name string, clusterPort int, routes []string) *ser
 	})
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
+	}
+	// APP gets JetStream, as an account with a jetstream block in a configuration file does.
+	acc, err := s.LookupAccount("APP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlimited := server.JetStreamAccountLimits{MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1}
+	if err := acc.EnableJetStream(map[string]server.JetStreamAccountLimits{"": unlimited}, nil); err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -163,4 +174,76 @@ func TestNATSClusterHealth(t *testing.T) {
 	if err := c.Health(ctx, "n1", 1); err == nil {
 		t.Error("Health with a cancelled context: no error")
 	}
+}
+
+// TestNATSClusterSettled: a cluster with an R3 stream settles once every replica is current; a
+// stopped server makes it unsettled, naming the member, and a stream's replica state is read from its
+// leader.
+func TestNATSClusterSettled(t *testing.T) {
+	t.Parallel()
+	servers, c := natsCluster(t, 3)
+	ctx := t.Context()
+	members := []string{"n1", "n2", "n3"}
+	waitFor(t, 30*time.Second, "cluster formed", func() bool {
+		for _, name := range members {
+			if c.Health(ctx, name, 2) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	nc, err := nats.Connect(servers[0].ClientURL(), nats.UserInfo("app", "pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("events.%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last error
+	waitFor(t, 30*time.Second, "cluster settled", func() bool {
+		last = c.Settled(ctx, members, 2)
+		return last == nil
+	})
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatalf("stream info %+v, %v", info, err)
+	}
+
+	// A follower of the stream stops: the cluster is not settled, and the message names it.
+	var follower *server.Server
+	for _, srv := range servers {
+		if srv.Name() != info.Cluster.Leader {
+			follower = srv
+			break
+		}
+	}
+	follower.Shutdown()
+	follower.WaitForShutdown()
+	err = c.Settled(ctx, members, 2)
+	if err == nil || !strings.Contains(err.Error(), follower.Name()+": ") {
+		t.Errorf("Settled with %s stopped: %v, want an error naming it", follower.Name(), err)
+	}
+	// Without it among the members, the remaining two see its replica offline or lagging on the leader.
+	var rest []string
+	for _, m := range members {
+		if m != follower.Name() {
+			rest = append(rest, m)
+		}
+	}
+	waitFor(t, 30*time.Second, "the leader reports the stopped replica", func() bool {
+		last = c.Settled(ctx, rest, 1)
+		return last != nil && strings.Contains(last.Error(), "stream APP > EVENTS: replica "+follower.Name())
+	})
+	t.Logf("with %s stopped: %v", follower.Name(), last)
 }

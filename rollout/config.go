@@ -25,6 +25,10 @@ type Config struct {
 	// every GatePoll.
 	GateTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT, default=3m"`
 	GatePoll    time.Duration `env:"CIMDEPLOY_ROLLOUT_GATE_POLL, default=250ms"`
+	// SettleTimeout bounds the wait between two nodes for the whole cluster to settle (Settler):
+	// every member healthy and every replicated stream led and caught up. A cluster that does not
+	// settle halts the rollout there; the node before it passed its gate and stays switched.
+	SettleTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_SETTLE_TIMEOUT, default=2m"`
 	// PreflightTimeout bounds the health check of every node before any is touched.
 	PreflightTimeout time.Duration `env:"CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT, default=30s"`
 	// ActivationTimeout bounds switch-to-configuration in its transient unit, waits for it included,
@@ -58,6 +62,14 @@ func LoadConfig(ctx context.Context, lookup envconfig.Lookuper) (Config, error) 
 	return c, c.Validate()
 }
 
+// settleTimeout is SettleTimeout, or GateTimeout for a Config made without it.
+func (c Config) settleTimeout() time.Duration {
+	if c.SettleTimeout > 0 {
+		return c.SettleTimeout
+	}
+	return c.GateTimeout
+}
+
 // Validate reports every problem of c at once.
 func (c Config) Validate() error {
 	var errs []error
@@ -69,6 +81,7 @@ func (c Config) Validate() error {
 		{"CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT", c.ConfirmTimeout},
 		{"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT", c.GateTimeout},
 		{"CIMDEPLOY_ROLLOUT_GATE_POLL", c.GatePoll},
+		{"CIMDEPLOY_ROLLOUT_SETTLE_TIMEOUT", c.SettleTimeout},
 		{"CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT", c.PreflightTimeout},
 		{"CIMDEPLOY_ROLLOUT_ACTIVATION_TIMEOUT", c.ActivationTimeout},
 		{"CIMDEPLOY_ROLLOUT_RECONNECT_TIMEOUT", c.ReconnectTimeout},

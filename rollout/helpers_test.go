@@ -27,6 +27,7 @@ func fastConfig() rollout.Config {
 		ConfirmTimeout:    5 * time.Second,
 		GateTimeout:       300 * time.Millisecond,
 		GatePoll:          10 * time.Millisecond,
+		SettleTimeout:     300 * time.Millisecond,
 		PreflightTimeout:  50 * time.Millisecond,
 		ActivationTimeout: 2 * time.Second,
 		ReconnectTimeout:  time.Second,

@@ -48,6 +48,7 @@ func labRolloutConfig() rollout.Config {
 		ConfirmTimeout:    45 * time.Second,
 		GateTimeout:       20 * time.Second,
 		GatePoll:          100 * time.Millisecond,
+		SettleTimeout:     20 * time.Second,
 		PreflightTimeout:  10 * time.Second,
 		ActivationTimeout: 20 * time.Second,
 		ReconnectTimeout:  10 * time.Second,

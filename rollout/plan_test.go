@@ -95,7 +95,7 @@ func TestPlanGolden(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	good := rollout.Config{ConfirmTimeout: 5 * time.Minute, GateTimeout: 3 * time.Minute, GatePoll: 250 * time.Millisecond,
-		PreflightTimeout: 30 * time.Second, ActivationTimeout: 90 * time.Second, ReconnectTimeout: time.Minute,
+		SettleTimeout: 2 * time.Minute, PreflightTimeout: 30 * time.Second, ActivationTimeout: 90 * time.Second, ReconnectTimeout: time.Minute,
 		CopyTimeout: 30 * time.Minute, HTTPTimeout: 5 * time.Second}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -170,9 +171,14 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	stopCopies := r.precopy(ctx, plan, log)
 	defer stopCopies()
-	members := len(plan.Members)
+	members := slices.Clone(plan.Members)
 	var switched []NodeResult
+	changed := false // a node of this run was switched or provisioned: the cluster must settle before the next
 	for i, np := range plan.Nodes {
+		var settleErr error
+		if changed && np.Action != ActionSkip && ctx.Err() == nil {
+			settleErr = r.settle(ctx, members, log.With("next", np.Node))
+		}
 		if err := ctx.Err(); err != nil {
 			res.Status, res.Error = StatusCancelled, "cancelled before "+np.Node+": "+context.Cause(ctx).Error()
 			tr.Skip(nodeNames(plan.Nodes[i:]), StatusCancelled, "not started: "+context.Cause(ctx).Error())
@@ -181,7 +187,17 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 			}
 			break
 		}
-		nr := r.step(ctx, plan, np, members, tr, log.With("node", np.Node))
+		if settleErr != nil {
+			// Halt, without rolling back: every node switched so far passed its gate.
+			res.Status, res.Error = StatusFailed, "halted before "+np.Node+": "+settleErr.Error()
+			tr.Skip(nodeNames(plan.Nodes[i:]), StatusSkipped, "not started: the cluster did not settle")
+			for _, rest := range plan.Nodes[i:] {
+				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusSkipped})
+			}
+			log.Error("rollout halted: the cluster did not settle", "next", np.Node, "err", settleErr)
+			break
+		}
+		nr := r.step(ctx, plan, np, len(members), tr, log.With("node", np.Node))
 		res.Nodes = append(res.Nodes, nr)
 		if nr.Status == StatusFailed {
 			res.Status, res.Error = StatusFailed, np.Node+": "+nr.Error
@@ -190,19 +206,39 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusSkipped})
 			}
 			if plan.RevertAll {
-				res.Reverted = r.revertAll(ctx, plan, switched, members, log)
+				res.Reverted = r.revertAll(ctx, plan, switched, len(members), log)
 			}
 			break
 		}
 		if np.Action == ActionProvision {
-			members++
+			members = append(members, np.Node)
+			changed = true
 		}
 		if np.Action == ActionSwitch {
 			switched = append(switched, nr)
+			changed = true
 		}
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res
+}
+
+// settle waits, up to the settle timeout, until the cluster of members has settled (Settler): every
+// member healthy and every replicated stream caught up. A Cluster that is no Settler settles at once.
+func (r *Rollout) settle(ctx context.Context, members []string, log *slog.Logger) error {
+	s, ok := r.Cluster.(Settler)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	err := r.poll(ctx, r.Config.settleTimeout(), nil, func(ctx context.Context) error {
+		return s.Settled(ctx, members, len(members)-1)
+	})
+	if err != nil {
+		return fmt.Errorf("cluster not settled within %s (CIMDEPLOY_ROLLOUT_SETTLE_TIMEOUT): %w", r.Config.settleTimeout(), err)
+	}
+	log.Debug("cluster settled", "members", len(members), "waited", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // runningState is what a node runs: its system and its profile's generations, each with its error.

@@ -405,3 +405,45 @@ func TestFakeTimerThatCannotArmChangesNothing(t *testing.T) {
 		t.Errorf("runs %s, generations %v, activations %v: want nothing changed", s.Running(), generationNumbers(after), s.Activations())
 	}
 }
+
+// TestFakeClusterSettlesBetweenNodes: after a node passes its gate, the next node waits until the
+// whole cluster has settled (a stream replica caught up); the wait is polled, not fixed.
+func TestFakeClusterSettlesBetweenNodes(t *testing.T) {
+	t.Parallel()
+	w := newFakeWorld(t, 3)
+	w.cluster.Lag(3)
+	_, res, _ := w.rollout(t.Context(), t, rollout.Request{RunID: "run-b", Commit: "b", Targets: w.targets("b")})
+	if res.Status != rollout.StatusSuccess {
+		t.Fatalf("rollout %s: %s", res.Status, res.Error)
+	}
+	// Before the second node: three answers of a lagging replica, then settled; before the third: settled.
+	if got := w.cluster.Settles(); got != 5 {
+		t.Errorf("%d settle checks, want 5 (none before the first node, 4 before the second, 1 before the third)", got)
+	}
+	w.healthy(t)
+}
+
+// TestFakeClusterThatDoesNotSettleHalts: a cluster that does not settle after a node's switch halts
+// the rollout before the next node, says why, and rolls nothing back: the switched node passed its gate.
+func TestFakeClusterThatDoesNotSettleHalts(t *testing.T) {
+	t.Parallel()
+	w := newFakeWorld(t, 3)
+	w.cluster.SetLeader("nats-3")
+	w.cluster.Lag(-1)
+	_, res, _ := w.rollout(t.Context(), t, rollout.Request{RunID: "run-b", Commit: "b", Targets: w.targets("b")})
+	if res.Status != rollout.StatusFailed || !strings.Contains(res.Error, "halted before nats-2: cluster not settled within ") ||
+		!strings.Contains(res.Error, "replica") || !strings.Contains(res.Error, "CIMDEPLOY_ROLLOUT_SETTLE_TIMEOUT") {
+		t.Fatalf("rollout %s: %q, want failed, halted before nats-2 naming the lagging replica", res.Status, res.Error)
+	}
+	if nr := res.Node("nats-1"); nr.Status != rollout.StatusSuccess || w.systems["nats-1"].Running() != built("nats-1", "b") {
+		t.Errorf("nats-1 %+v runs %s: want switched and kept", nr, w.systems["nats-1"].Running())
+	}
+	for _, name := range []string{"nats-2", "nats-3"} {
+		if nr := res.Node(name); nr.Status != rollout.StatusSkipped || w.systems[name].Running() != built(name, "a") {
+			t.Errorf("%s %+v runs %s: want skipped, untouched", name, nr, w.systems[name].Running())
+		}
+	}
+	if len(res.Reverted) != 0 || len(w.systems["nats-1"].Timers()) != 0 {
+		t.Errorf("reverted %v, timers %v: want nothing reverted, no timer left", res.Reverted, w.systems["nats-1"].Timers())
+	}
+}

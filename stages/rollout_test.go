@@ -82,7 +82,7 @@ func (c *fakeCluster) connect(_ context.Context, top *topology.Topology) (*rollo
 		systems[n] = s
 	}
 	cfg := rollout.Config{ConfirmTimeout: 10 * time.Second, GateTimeout: 300 * time.Millisecond, GatePoll: 10 * time.Millisecond,
-		PreflightTimeout: 50 * time.Millisecond, ActivationTimeout: 2 * time.Second, ReconnectTimeout: time.Second,
+		SettleTimeout: 300 * time.Millisecond, PreflightTimeout: 50 * time.Millisecond, ActivationTimeout: 2 * time.Second, ReconnectTimeout: time.Second,
 		CopyTimeout: 2 * time.Second, HTTPTimeout: time.Second}
 	return &rollout.Rollout{Topology: top, Systems: systems, Cluster: c.cluster, States: c.store, Config: cfg}, func() {}, nil
 }

@@ -86,6 +86,7 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 	f.DurationVar(&c.ConfirmTimeout, "confirm-timeout", c.ConfirmTimeout, "dead-man timer: a node not confirmed this long after its switch began rolls itself back [CIMDEPLOY_ROLLOUT_CONFIRM_TIMEOUT]")
 	f.DurationVar(&c.GateTimeout, "gate-timeout", c.GateTimeout, "how long a switched node may take to be healthy and clustered [CIMDEPLOY_ROLLOUT_GATE_TIMEOUT]")
 	f.DurationVar(&c.GatePoll, "gate-poll", c.GatePoll, "longest pause between health probes (they start at 5ms and grow) [CIMDEPLOY_ROLLOUT_GATE_POLL]")
+	f.DurationVar(&c.SettleTimeout, "settle-timeout", c.SettleTimeout, "how long the cluster may take to settle (every member healthy, every stream caught up) before the next node [CIMDEPLOY_ROLLOUT_SETTLE_TIMEOUT]")
 	f.DurationVar(&c.PreflightTimeout, "preflight-timeout", c.PreflightTimeout, "how long every node may take to be healthy before any is touched [CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT]")
 	f.DurationVar(&c.ActivationTimeout, "activation-timeout", c.ActivationTimeout, "bound on switch-to-configuration and every command of a switch [CIMDEPLOY_ROLLOUT_ACTIVATION_TIMEOUT]")
 	f.DurationVar(&c.ReconnectTimeout, "reconnect-timeout", c.ReconnectTimeout, "how long an activation may go without an SSH connection [CIMDEPLOY_ROLLOUT_RECONNECT_TIMEOUT]")

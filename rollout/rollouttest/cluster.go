@@ -17,9 +17,16 @@ type Cluster struct {
 	broken map[string]bool
 	leader string
 	checks map[string]int
+	// lagging is how many more Settled calls find a replica catching up (-1: every one); settles
+	// counts Settled calls.
+	lagging int
+	settles int
 }
 
-var _ rollout.Cluster = (*Cluster)(nil)
+var (
+	_ rollout.Cluster = (*Cluster)(nil)
+	_ rollout.Settler = (*Cluster)(nil)
+)
 
 // NewCluster is the cluster of nodes; the first one is the meta leader.
 func NewCluster(nodes ...*System) *Cluster {
@@ -99,4 +106,38 @@ func (c *Cluster) Leader(ctx context.Context, node string) (string, error) {
 		return "", fmt.Errorf("/jsz: dial tcp: connection refused")
 	}
 	return c.leader, nil
+}
+
+// Lag makes the next calls Settled calls find a stream replica catching up, as after a server's
+// restart under load (-1: it never catches up).
+func (c *Cluster) Lag(calls int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lagging = calls
+}
+
+// Settles counts the Settled calls.
+func (c *Cluster) Settles() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settles
+}
+
+// Settled implements rollout.Settler: every member healthy (Health), then the lag Lag set.
+func (c *Cluster) Settled(ctx context.Context, members []string, peers int) error {
+	for _, m := range members {
+		if err := c.Health(ctx, m, peers); err != nil {
+			return fmt.Errorf("%s: %w", m, err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.settles++
+	if c.lagging != 0 {
+		if c.lagging > 0 {
+			c.lagging--
+		}
+		return fmt.Errorf("%s: /jsz: stream $G > EVENTS: replica %s catching up (lag 812)", c.leader, members[len(members)-1])
+	}
+	return nil
 }
