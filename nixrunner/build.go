@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // Built is one result of Build.
@@ -12,6 +14,9 @@ type Built struct {
 	Attr    string            `json:"attr"`    // the flake output attribute it was built from
 	DrvPath string            `json:"drvPath"` // the derivation
 	Outputs map[string]string `json:"outputs"` // output name ("out", ...) -> store path
+	// Machines are the remote builders that built derivations of it in this call (Nix copied their
+	// outputs back), sorted; empty when everything was built here or nothing was built.
+	Machines []string `json:"machines,omitempty"`
 }
 
 // Build builds the flake output attributes attrs of the flake in flakeDir (nix build --json --no-link, so
@@ -43,13 +48,24 @@ func (r *Runner) Build(ctx context.Context, flakeDir string, attrs []string, pro
 	}
 	built := make([]Built, 0, len(attrs))
 	for _, a := range attrs {
-		stdout, err := r.run(ctx, opBuild, r.nix, r.flakeArgs("build", "--json", "--no-link", ref+"#"+a), progress)
+		machines := map[string]bool{}
+		stdout, err := r.run(ctx, opBuild, r.nix, r.flakeArgs("build", "--json", "--no-link", ref+"#"+a), func(p Progress) {
+			if p.Machine != "" {
+				machines[p.Machine] = true
+			}
+			if progress != nil {
+				progress(p)
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
 		b, err := parseBuildJSON(stdout, []string{a})
 		if err != nil {
 			return nil, fmt.Errorf("nix build %s: %w", ref, err)
+		}
+		for i := range b {
+			b[i].Machines = slices.Sorted(maps.Keys(machines))
 		}
 		built = append(built, b...)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -36,6 +37,13 @@ type Config struct {
 	// OverrideInputs maps a flake input name to the flake reference it is replaced with
 	// (--override-input), e.g. nixpkgs -> path:/srv/nixpkgs. In the environment: "nixpkgs=path:/x,dep=path:/y".
 	OverrideInputs map[string]string `env:"CIMDEPLOY_NIX_OVERRIDE_INPUTS, separator=="`
+	// Builders are Nix remote builders (Nix's `builders` syntax, see Builders); empty: Nix's own
+	// setting (nix.conf or NIX_CONFIG). Nix sends each derivation to a machine that accepts it and
+	// copies the outputs back; with MaxJobs 0 nothing is built locally.
+	Builders Builders `env:"CIMDEPLOY_NIX_BUILDERS"`
+	// MaxJobs is Nix's max-jobs for builds on this machine: a number, "auto" (one per CPU), or 0 to
+	// build only on Builders; empty: Nix's own setting.
+	MaxJobs string `env:"CIMDEPLOY_NIX_MAX_JOBS"`
 	// Timeout bounds every nix call (default 30m); a caller's shorter context deadline wins.
 	Timeout time.Duration `env:"CIMDEPLOY_NIX_TIMEOUT, default=30m"`
 	// KillGrace is how long a cancelled nix may take, after SIGTERM to its process group, to stop its
@@ -70,6 +78,17 @@ func (c Config) Validate() error {
 	if c.KillGrace < 0 {
 		errs = append(errs, fmt.Errorf("CIMDEPLOY_NIX_KILL_GRACE: %v is negative", c.KillGrace))
 	}
+	if err := c.Builders.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxJobs != "" && c.MaxJobs != "auto" {
+		if v, err := strconv.Atoi(c.MaxJobs); err != nil || v < 0 {
+			errs = append(errs, fmt.Errorf("CIMDEPLOY_NIX_MAX_JOBS: %q: want a number of at least 0, or auto", c.MaxJobs))
+		}
+	}
+	if c.MaxJobs == "0" && len(c.Builders.entries()) == 0 {
+		errs = append(errs, errors.New("CIMDEPLOY_NIX_MAX_JOBS 0 builds only on remote builders, and CIMDEPLOY_NIX_BUILDERS names none"))
+	}
 	for _, name := range sortedKeys(c.OverrideInputs) {
 		if !inputName.MatchString(name) {
 			errs = append(errs, fmt.Errorf("CIMDEPLOY_NIX_OVERRIDE_INPUTS: %q is not a flake input name", name))
@@ -86,6 +105,13 @@ func (c Config) nixConfig() string {
 	conf := ""
 	if c.Offline {
 		conf = OfflineConfig
+	}
+	if len(c.Builders.entries()) > 0 {
+		// The builders fetch what they can from their substituters instead of from this machine.
+		conf += c.Builders.nixConf() + "builders-use-substitutes = true\n"
+	}
+	if c.MaxJobs != "" {
+		conf += "max-jobs = " + c.MaxJobs + "\n"
 	}
 	if c.ExtraConfig != "" {
 		conf += c.ExtraConfig

@@ -23,6 +23,9 @@ type Progress struct {
 	Line string `json:"line,omitempty"`
 	// Drv is the derivation whose builder printed Line (empty for other events).
 	Drv string `json:"drv,omitempty"`
+	// Machine is the remote builder Activity runs on, as Nix names it (ssh-ng://root@builder); empty
+	// for a local build or another activity.
+	Machine string `json:"machine,omitempty"`
 }
 
 // Nix's internal-json activity and result types (src/libutil/logging.hh); stable from Nix 2.4 on.
@@ -79,9 +82,10 @@ type entry struct {
 }
 
 type activity struct {
-	typ  int
-	text string
-	drv  string
+	typ     int
+	text    string
+	drv     string
+	machine string // of a build on a remote builder (actBuild's second field)
 }
 
 // logParser turns nix's stderr, one line at a time, into Progress events, the last lines for an error,
@@ -127,11 +131,14 @@ func (p *logParser) line(s string) {
 		a := activity{typ: e.Type, text: stripANSI(e.Text)}
 		if e.Type == actBuild && len(e.Fields) > 0 {
 			_ = json.Unmarshal(e.Fields[0], &a.drv)
+			if len(e.Fields) > 1 {
+				_ = json.Unmarshal(e.Fields[1], &a.machine)
+			}
 		}
 		p.acts[e.ID] = a
 		if (a.typ == actBuild || a.typ == actSubstitute || a.typ == actCopyPath) && a.text != "" {
 			p.shown = append(p.shown, e.ID)
-			p.cur.Activity = a.text
+			p.cur.Activity, p.cur.Machine = a.text, a.machine
 			p.emit("", "")
 		}
 	case "stop":
@@ -139,9 +146,10 @@ func (p *logParser) line(s string) {
 		for i, id := range p.shown {
 			if id == e.ID {
 				p.shown = append(p.shown[:i], p.shown[i+1:]...)
-				p.cur.Activity = ""
+				p.cur.Activity, p.cur.Machine = "", ""
 				if n := len(p.shown); n > 0 {
-					p.cur.Activity = p.acts[p.shown[n-1]].text
+					a := p.acts[p.shown[n-1]]
+					p.cur.Activity, p.cur.Machine = a.text, a.machine
 				}
 				p.emit("", "")
 				break

@@ -33,6 +33,9 @@ type parsed struct {
 // testdata/record.sh, which makes the same five flakes; synthetic-cannot-build.log is hand-written after the newer Nix error format
 // ("Cannot build '…'. Reason: …", NixOS/nix#13509) with no failed count in the builds activity, so only
 // the message tells it is a build failure, and it holds lines that are not internal-json.
+// nix-2.8-remote-build.log is nix build of one derivation with --max-jobs 0 on a remote builder (the
+// lab's builder host: an sshd with its own store), its URI replaced by ssh-ng://root@builder: the build
+// activity names the machine (Progress.Machine), and the output is copied back.
 func TestParserGolden(t *testing.T) {
 	t.Parallel()
 	logs, err := filepath.Glob(filepath.Join("testdata", "*.log"))

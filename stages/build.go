@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,7 +69,13 @@ func (b Build) Run(ctx context.Context, s *pipeline.StageRun) error {
 			return located("build", st.Node, err)
 		}
 		art := pipeline.Artifact{Cached: builds == 0}
+		var machines []string // remote builders Nix sent derivations to
 		for _, bl := range built {
+			for _, m := range bl.Machines {
+				if !slices.Contains(machines, m) {
+					machines = append(machines, m)
+				}
+			}
 			switch bl.Attr {
 			case attrs[0]:
 				art.Toplevel = bl.Outputs["out"]
@@ -81,6 +88,8 @@ func (b Build) Run(ctx context.Context, s *pipeline.StageRun) error {
 		}
 		if art.Cached {
 			st.Note("cached")
+		} else if len(machines) > 0 {
+			st.Note("built %d derivations, on %s", builds, strings.Join(machines, ", "))
 		} else {
 			st.Note("built %d derivations", builds)
 		}

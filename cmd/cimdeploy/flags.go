@@ -17,6 +17,8 @@ func addNixFlags(f *pflag.FlagSet, c *nixrunner.Config) {
 	f.StringVar(&c.Nix, "nix", c.Nix, "nix executable or the directory holding it [CIMDEPLOY_NIX_BIN]")
 	f.BoolVar(&c.Offline, "nix-offline", c.Offline, "no binary caches, no downloads [CIMDEPLOY_NIX_OFFLINE]")
 	f.Var(&mapValue{m: &c.OverrideInputs}, "override-input", "input=flakeref, repeatable: replace a flake input [CIMDEPLOY_NIX_OVERRIDE_INPUTS]")
+	f.StringVar((*string)(&c.Builders), "builders", string(c.Builders), "Nix remote builders, in the syntax of Nix's builders setting (URI SYSTEMS KEY JOBS SPEED FEATURES MANDATORY HOSTKEY; ...) [CIMDEPLOY_NIX_BUILDERS]")
+	f.StringVar(&c.MaxJobs, "max-jobs", c.MaxJobs, "Nix's max-jobs here: a number, auto, or 0 to build only on --builders [CIMDEPLOY_NIX_MAX_JOBS]")
 	f.DurationVar(&c.Timeout, "nix-timeout", c.Timeout, "bound on every nix call [CIMDEPLOY_NIX_TIMEOUT]")
 }
 
