@@ -60,7 +60,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Runner, error) 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	bin := cfg.Nix
-	if fi, err := os.Stat(bin); err == nil && fi.IsDir() {
+	// A bare name ("nix") is looked up in PATH only, as a shell does: a directory called nix in the
+	// working directory (a repository's nix/) is not the executable's.
+	if fi, err := os.Stat(bin); err == nil && fi.IsDir() && strings.ContainsRune(bin, filepath.Separator) {
 		bin = filepath.Join(bin, "nix")
 	}
 	nix, err := exec.LookPath(bin)

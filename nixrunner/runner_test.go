@@ -516,3 +516,24 @@ func TestCancelStopsProcessGroup(t *testing.T) {
 	waitGone(t, func(p proc) bool { return p.pgid == nixProc.pgid }, fmt.Sprintf("process group %d", nixProc.pgid))
 	waitGone(t, func(p proc) bool { return p.hasEnv("nonce=" + nonce) }, "builder of "+nonce)
 }
+
+// TestNewBareNameIsLookedUpInPATH: the default "nix" is looked up in PATH even where the working
+// directory has a directory called nix (a repository's nix/), as a shell does.
+func TestNewBareNameIsLookedUpInPATH(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "nix"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	want, err := exec.LookPath("nix")
+	if err != nil {
+		t.Fatalf("no nix in PATH: %v", err)
+	}
+	r, err := New(t.Context(), Config{Nix: "nix"}, nil)
+	if err != nil {
+		t.Fatalf("New with nix/ in the working directory: %v", err)
+	}
+	if abs, _ := filepath.Abs(want); r.nix != abs {
+		t.Errorf("nix = %s, want %s from PATH", r.nix, abs)
+	}
+}
