@@ -54,7 +54,6 @@ itself needs failed; 130 interrupted.`,
 	f.DurationVar(&c.PreflightTimeout, "preflight-timeout", c.PreflightTimeout, "bound on looking at one node [CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT]")
 	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
 	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: every server must also answer a ping [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
-	f.StringVar(&c.SystemNkeyFile, "system-nkey-file", c.SystemNkeyFile, "nkey seed of a NATS system account user: every server must also answer a ping [CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE]")
 	return cmd
 }
 
