@@ -246,5 +246,9 @@ func (c *Config) UseLab(ctx context.Context, l LabEnv) error {
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c.Remote, Lookuper: both}); err != nil {
 		return configError(fmt.Errorf("the lab's SSH settings: %w", err))
 	}
+	// The lab's events define accounts: its system user authenticates the gate, unless one is set.
+	if r := &c.Rollout; r.SystemNkeyFile == "" && r.SystemCredsFile == "" && r.SystemUser == "" {
+		r.SystemNkeyFile = l.Env["CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"]
+	}
 	return nil
 }

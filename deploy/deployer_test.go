@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nkeys"
 	"github.com/sethvargo/go-envconfig"
 	"golang.org/x/crypto/ssh"
 
@@ -216,9 +217,10 @@ func eventsRepo(t *testing.T) string {
 func TestOpenCluster(t *testing.T) {
 	t.Parallel()
 	key, kh := sshFiles(t)
+	nkey := systemNkeyFile(t) // the fixtures define accounts
 	open := func(repo string) (*Cluster, error) {
 		cfg, err := Load(t.Context(), envconfig.MapLookuper(map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": t.TempDir(),
-			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh}))
+			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh, "CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE": nkey}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,4 +242,22 @@ func TestOpenCluster(t *testing.T) {
 	if !errors.As(err, &te) || len(te.Problems) == 0 || len(te.Commit) != 40 || !strings.Contains(err.Error(), "0001-broken.json") {
 		t.Errorf("OpenCluster of broken events = %v, want a *TopologyError", err)
 	}
+}
+
+// systemNkeyFile is a new user nkey seed in a 0600 file: a system account user's.
+func systemNkeyFile(t *testing.T) string {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "system.nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -38,7 +38,7 @@ func BenchmarkLabRollingDeploy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := labRolloutConfig()
+	cfg := labRolloutConfig(l)
 	logger := slog.New(slog.DiscardHandler)
 	pool, err := remote.NewPool(sshCfg, remote.Options{Logger: logger})
 	if err != nil {

@@ -41,7 +41,9 @@ type NATS struct {
 	Servers map[string]Server
 	// Timeout bounds one request.
 	Timeout time.Duration
-	// CredsFile, or User and Password, authenticate as a system account user; empty: no ping.
+	// NkeyFile (a user nkey seed), CredsFile, or User and Password, authenticate as a system account
+	// user; none: no ping.
+	NkeyFile       string
 	CredsFile      string
 	User, Password string
 	// HTTP is the monitoring client; nil: one without keep-alive (a server may restart any time).
@@ -55,7 +57,11 @@ func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 	if top.Services.NATS == nil {
 		return nil, errors.New("the topology has no NATS service")
 	}
-	n := &NATS{Servers: map[string]Server{}, Timeout: cfg.HTTPTimeout, CredsFile: cfg.SystemCredsFile, User: cfg.SystemUser}
+	n := &NATS{Servers: map[string]Server{}, Timeout: cfg.HTTPTimeout, NkeyFile: cfg.SystemNkeyFile, CredsFile: cfg.SystemCredsFile, User: cfg.SystemUser}
+	if top.Accounts != nil && !n.authenticates() {
+		return nil, errors.New("the topology defines NATS accounts, so its servers refuse clients without a user: " +
+			"give the system user's nkey seed (CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE) or credentials (CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE)")
+	}
 	if cfg.SystemPasswordFile != "" {
 		pw, err := os.ReadFile(cfg.SystemPasswordFile)
 		if err != nil {
@@ -129,7 +135,7 @@ func (n *NATS) Health(ctx context.Context, node string, peers int) error {
 	case leader == "":
 		return errors.New("/jsz: no JetStream meta leader")
 	}
-	if n.CredsFile == "" && n.User == "" {
+	if !n.authenticates() {
 		return nil
 	}
 	names, err := n.Ping(ctx, node, peers+1)
@@ -179,12 +185,11 @@ func (n *NATS) Watch(ctx context.Context, node string) (<-chan struct{}, func())
 	go func() {
 		opts := []nats.Option{nats.Name("cimdeploy gate watch"), nats.Timeout(n.timeout()), nats.NoReconnect(),
 			nats.DiscoveredServersHandler(notify), nats.NoCallbacksAfterClientClose()}
-		switch {
-		case n.CredsFile != "":
-			opts = append(opts, nats.UserCredentials(n.CredsFile))
-		case n.User != "":
-			opts = append(opts, nats.UserInfo(n.User, n.Password))
+		auth, err := n.authOptions()
+		if err != nil {
+			return // the pauses do without
 		}
+		opts = append(opts, auth...)
 		nc, err := nats.Connect(srv.Client, opts...)
 		if err != nil {
 			return // the server refused or is not there yet: the pauses do without
@@ -224,11 +229,11 @@ func (n *NATS) Ping(ctx context.Context, node string, want int) ([]string, error
 		return nil, err
 	}
 	opts := []nats.Option{nats.Name("cimdeploy gate"), nats.Timeout(n.timeout()), nats.NoReconnect()}
-	if n.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(n.CredsFile))
-	} else {
-		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	auth, err := n.authOptions()
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, auth...)
 	nc, err := nats.Connect(srv.Client, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("system account at %s: %w", srv.Client, err)

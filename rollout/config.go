@@ -48,6 +48,10 @@ type Config struct {
 	// SystemUser and the password in SystemPasswordFile are a system account user, instead of creds.
 	SystemUser         string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_USER"`
 	SystemPasswordFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE"`
+	// SystemNkeyFile holds the nkey seed of a system account user (the user a SystemUserAdded event
+	// names by its public key), instead of creds. A topology with accounts needs one of the three: its
+	// servers refuse clients without a user, and the gate then always pings.
+	SystemNkeyFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"`
 }
 
 // LoadConfig reads Config from the environment (lookup nil: the process environment) and validates it.
@@ -99,8 +103,13 @@ func (c Config) Validate() error {
 	if c.GatePoll > c.GateTimeout && c.GateTimeout > 0 {
 		bad("CIMDEPLOY_ROLLOUT_GATE_POLL %s is longer than CIMDEPLOY_ROLLOUT_GATE_TIMEOUT %s", c.GatePoll, c.GateTimeout)
 	}
-	if c.SystemCredsFile != "" && c.SystemUser != "" {
-		bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE and CIMDEPLOY_ROLLOUT_SYSTEM_USER: set one")
+	if n := btoi(c.SystemCredsFile != "") + btoi(c.SystemUser != "") + btoi(c.SystemNkeyFile != ""); n > 1 {
+		bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE, CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE: set one")
+	}
+	if c.SystemNkeyFile != "" {
+		if err := checkNkeyFile(c.SystemNkeyFile); err != nil {
+			bad("CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE: %w", err)
+		}
 	}
 	if c.SystemCredsFile != "" {
 		if _, err := os.Stat(c.SystemCredsFile); err != nil {
@@ -118,4 +127,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rollout config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

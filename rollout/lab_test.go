@@ -42,9 +42,11 @@ func labConfig(l *lab.Lab) remote.Config {
 	}
 }
 
-// labRolloutConfig are the lab tests' timeouts: seconds, not minutes.
-func labRolloutConfig() rollout.Config {
+// labRolloutConfig are the lab tests' timeouts: seconds, not minutes; the gate authenticates as l's
+// system user (the lab's events define accounts).
+func labRolloutConfig(l *lab.Lab) rollout.Config {
 	return rollout.Config{
+		SystemNkeyFile:    l.NkeyFile(lab.SystemUser),
 		ConfirmTimeout:    45 * time.Second,
 		GateTimeout:       20 * time.Second,
 		GatePoll:          100 * time.Millisecond,
@@ -113,7 +115,7 @@ func newLabWorld(t *testing.T) *labWorld {
 	}
 	t.Cleanup(func() { st.Close() })
 	w.store = st
-	cluster, err := rollout.NewNATS(w.top, labRolloutConfig())
+	cluster, err := rollout.NewNATS(w.top, labRolloutConfig(w.l))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +124,7 @@ func newLabWorld(t *testing.T) *labWorld {
 		t.Fatal(err)
 	}
 	w.r = &rollout.Rollout{Topology: w.top, Systems: systems, Cluster: cluster, States: st, Proxmox: remote.NewPCT(pve),
-		Config: labRolloutConfig(), Logger: logger}
+		Config: labRolloutConfig(w.l), Logger: logger}
 	t.Cleanup(func() { w.restore(t) })
 	return w
 }
@@ -275,12 +277,12 @@ func runController(spec string) int {
 		}
 		systems[n.Name()] = rollout.NewSSHSystem(node, cfg, h, 10*time.Second, logger)
 	}
-	nats, err := rollout.NewNATS(top, labRolloutConfig())
+	nats, err := rollout.NewNATS(top, labRolloutConfig(l))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	rcfg := labRolloutConfig()
+	rcfg := labRolloutConfig(l)
 	rcfg.ConfirmTimeout, rcfg.GateTimeout = s.Confirm, 10*time.Minute
 	hold := &atomic.Bool{}
 	r := &rollout.Rollout{Topology: top, Systems: systems, Cluster: neverHealthy{nats, hold}, Config: rcfg, Logger: logger}

@@ -2,8 +2,10 @@ package stages_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,27 +20,34 @@ import (
 func TestGenerateRefusesHostileEvents(t *testing.T) {
 	t.Parallel()
 	giant := strings.Repeat("n", 700<<10)
+	fixtures, err := os.ReadDir("../fixtures/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hostile file comes after the fixtures, with the next sequence.
+	seq := strconv.Itoa(len(fixtures) + 1)
+	file := fmt.Sprintf("%04d", len(fixtures)+1)
 	tests := []struct {
 		name  string
 		setup func(t *testing.T, events string)
 		want  string
 	}{
 		{"link to /dev/zero", func(t *testing.T, events string) {
-			if err := os.Symlink("/dev/zero", filepath.Join(events, "0010.ndjson")); err != nil {
+			if err := os.Symlink("/dev/zero", filepath.Join(events, file+".ndjson")); err != nil {
 				t.Fatal(err)
 			}
-		}, "events/0010.ndjson: a symbolic link"},
+		}, "events/" + file + ".ndjson: a symbolic link"},
 		{"FIFO", func(t *testing.T, events string) {
-			if err := syscall.Mkfifo(filepath.Join(events, "0010.json"), 0o644); err != nil {
+			if err := syscall.Mkfifo(filepath.Join(events, file+".json"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, "events/0010.json: not a regular file (a FIFO)"},
+		}, "events/" + file + ".json: not a regular file (a FIFO)"},
 		{"giant node name", func(t *testing.T, events string) {
-			ev := `{"event_id":"e10","aggregate_id":"x","sequence":10,"timestamp":"2025-12-01T09:00:00Z","event_type":"NodeRemoved","data":{"name":"` + giant + `"}}`
-			if err := os.WriteFile(filepath.Join(events, "0010.json"), []byte(ev), 0o644); err != nil {
+			ev := `{"event_id":"e` + seq + `","aggregate_id":"x","sequence":` + seq + `,"timestamp":"2025-12-01T09:00:00Z","event_type":"NodeRemoved","data":{"name":"` + giant + `"}}`
+			if err := os.WriteFile(filepath.Join(events, file+".json"), []byte(ev), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, `events/0010.json:1: event 10 (e10): aggregate_id: "x" is not the node the event is about: data.name is "nnnn`},
+		}, `events/` + file + `.json:1: event ` + seq + ` (e` + seq + `): aggregate_id: "x" is not the node the event is about: data.name is "nnnn`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -112,10 +112,11 @@ func labFlags(l *lab.Lab, data string) []string {
 }
 
 // clusterFlags are the flags of a command that only looks at l's nodes (generations): the state in
-// data, SSH with the lab's key and known_hosts.
+// data, SSH with the lab's key and known_hosts, the lab's NATS system user (its events define accounts).
 func clusterFlags(l *lab.Lab, data string) []string {
 	return []string{"--data-dir", data,
-		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s"}
+		"--ssh-key-file", l.ClientKey(), "--ssh-known-hosts", l.KnownHosts(), "--ssh-connect-timeout", "5s",
+		"--system-nkey-file", l.NkeyFile(lab.SystemUser)}
 }
 
 func TestRolloutUsageErrors(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/nixrunner"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
 	"github.com/cimdeploy/cimdeploy/remote"
+	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
 func addNixFlags(f *pflag.FlagSet, c *nixrunner.Config) {
@@ -95,6 +96,7 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 	f.DurationVar(&c.CopyTimeout, "copy-timeout", c.CopyTimeout, "bound on copying a closure or creating a container [CIMDEPLOY_ROLLOUT_COPY_TIMEOUT]")
 	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
 	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: the gate also pings every server [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
+	addSystemNkeyFlag(f, c)
 	if force != nil { // a person's decision: serve has none
 		f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
 	}
@@ -118,4 +120,13 @@ func addRepoFlags(f *pflag.FlagSet, c *deploy.Config, repo, rev string) {
 func addLabFlags(f *pflag.FlagSet, c *deploy.Config, usage string) {
 	f.BoolVar(&c.Lab, "lab", false, usage)
 	f.StringVar(&c.LabDir, "lab-dir", c.LabDir, "the lab's directory, with --lab [CIMDEPLOY_LAB_DIR]")
+}
+
+// addSystemNkeyFlag adds --system-nkey-file once (the cluster's and the rollout's flags both want it):
+// every command that opens the cluster needs it once the events define NATS accounts.
+func addSystemNkeyFlag(f *pflag.FlagSet, c *rollout.Config) {
+	if f.Lookup("system-nkey-file") != nil {
+		return
+	}
+	f.StringVar(&c.SystemNkeyFile, "system-nkey-file", c.SystemNkeyFile, "nkey seed of a NATS system account user: the gate also pings every server; needed once the events define accounts [CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE]")
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +19,13 @@ import (
 func TestGenerateRefusesHostileEvents(t *testing.T) {
 	t.Parallel()
 	giant := strings.Repeat("a", 700<<10)
+	fixtureFiles, err := os.ReadDir(fixtures)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hostile file comes after the fixtures, with the next sequence.
+	seq := strconv.Itoa(len(fixtureFiles) + 1)
+	file := fmt.Sprintf("%04d", len(fixtureFiles)+1)
 	tests := []struct {
 		name  string
 		setup func(t *testing.T, dir string)
@@ -24,35 +33,35 @@ func TestGenerateRefusesHostileEvents(t *testing.T) {
 	}{
 		{
 			name:  "event file linked to /dev/zero",
-			setup: func(t *testing.T, dir string) { mustSymlink(t, "/dev/zero", filepath.Join(dir, "0010.ndjson")) },
-			want:  "0010.ndjson: a symbolic link",
+			setup: func(t *testing.T, dir string) { mustSymlink(t, "/dev/zero", filepath.Join(dir, file+".ndjson")) },
+			want:  file + ".ndjson: a symbolic link",
 		},
 		{
 			name: "event file linked out of the directory",
 			setup: func(t *testing.T, dir string) {
-				mustSymlink(t, "../../../../../../../etc/hostname", filepath.Join(dir, "0010.json"))
+				mustSymlink(t, "../../../../../../../etc/hostname", filepath.Join(dir, file+".json"))
 			},
-			want: "0010.json: a symbolic link",
+			want: file + ".json: a symbolic link",
 		},
 		{
 			name: "FIFO",
 			setup: func(t *testing.T, dir string) {
-				if err := syscall.Mkfifo(filepath.Join(dir, "0010.json"), 0o644); err != nil {
+				if err := syscall.Mkfifo(filepath.Join(dir, file+".json"), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: "0010.json: not a regular file (a FIFO)",
+			want: file + ".json: not a regular file (a FIFO)",
 		},
 		{
 			name: "a node name of 700 KB",
 			setup: func(t *testing.T, dir string) {
-				ev := `{"event_id":"e10","aggregate_id":"nats-4","sequence":10,"timestamp":"2025-12-01T09:00:00Z",` +
+				ev := `{"event_id":"e` + seq + `","aggregate_id":"nats-4","sequence":` + seq + `,"timestamp":"2025-12-01T09:00:00Z",` +
 					`"event_type":"NodeAdded","data":{"name":"` + giant + `"}}`
-				if err := os.WriteFile(filepath.Join(dir, "0010.json"), []byte(ev), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, file+".json"), []byte(ev), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: `0010.json:1: event 10 (e10): data.name: "aaaa`,
+			want: file + `.json:1: event ` + seq + ` (e` + seq + `): data.name: "aaaa`,
 		},
 	}
 	for _, tt := range tests {

@@ -53,6 +53,7 @@ func addClusterFlags(f *pflag.FlagSet, c *deploy.Config) {
 	addStoreFlags(f, &c.Store)
 	addSSHFlags(f, &c.Remote)
 	addLabFlags(f, c, "act on the local lab (its repository, nodes and Proxmox host)")
+	addSystemNkeyFlag(f, &c.Rollout)
 }
 
 func runGenerations(ctx context.Context, g *globalOptions, opts generationsOptions) error {

@@ -26,10 +26,17 @@ const (
 	NodeRemoved            = "NodeRemoved"
 	ServiceAdded           = "ServiceAdded"
 	ServiceConfigured      = "ServiceConfigured"
+	DomainAccountDefined   = "DomainAccountDefined"
+	DomainUserAdded        = "DomainUserAdded"
+	DomainPermissionsSet   = "DomainPermissionsSet"
+	DomainExportDefined    = "DomainExportDefined"
+	DomainImportDefined    = "DomainImportDefined"
+	SystemUserAdded        = "SystemUserAdded"
 )
 
 // Types lists the known event types.
-var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured}
+var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured,
+	DomainAccountDefined, DomainUserAdded, DomainPermissionsSet, DomainExportDefined, DomainImportDefined, SystemUserAdded}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

@@ -126,7 +126,7 @@ func renderModule(t *topology.Topology) (string, error) {
 		nixexpr.Bind("jetstream", nixexpr.Bool(true)),
 		nixexpr.Bind("serverName", nixexpr.Raw("config.networking.hostName")),
 		nixexpr.Bind("port", nixexpr.Int(n.ClientPort)),
-		nixexpr.Bind("settings", nixexpr.Set{
+		nixexpr.Bind("settings", append(nixexpr.Set{
 			nixexpr.Bind("cluster", nixexpr.Set{
 				nixexpr.Bind("listen", nixexpr.String(hostPort("0.0.0.0", n.Cluster.Port))),
 				nixexpr.Bind("name", nixexpr.String(n.Cluster.Name)),
@@ -136,7 +136,7 @@ func renderModule(t *topology.Topology) (string, error) {
 			nixexpr.Bind("jetstream", jetstream(n.JetStream)),
 			nixexpr.Bind("lame_duck_duration", nixexpr.String(n.LameDuckDuration)),
 			nixexpr.Bind("lame_duck_grace_period", nixexpr.String(n.LameDuckGracePeriod)),
-		}),
+		}, accountSettings(t)...)),
 	}
 	body := nixexpr.Set{nixexpr.Bind("services.nats", nats)}
 

@@ -95,6 +95,7 @@ type folder struct {
 	domainBy  *events.Event
 	networkBy *events.Event
 	serviceBy map[string]*events.Event
+	acc       accountFolder
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
@@ -169,6 +170,9 @@ func (f *folder) apply(ev *events.Event) {
 		f.serviceAdded(ev)
 	case events.ServiceConfigured:
 		f.serviceConfigured(ev)
+	case events.DomainAccountDefined, events.DomainUserAdded, events.DomainPermissionsSet,
+		events.DomainExportDefined, events.DomainImportDefined, events.SystemUserAdded:
+		f.applyAccounts(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}
@@ -180,8 +184,8 @@ func (f *folder) domainCreated(ev *events.Event) {
 		return
 	}
 	f.aggregate(ev, "data.name", d.Name, "domain")
-	if f.domainBy != nil {
-		f.problem(ev, "event_type", "the domain was already created by event %d at %s", f.domainBy.Sequence, f.domainBy.Source)
+	if by := f.domainCreatedBy(d.Name); by != nil {
+		f.problem(ev, "event_type", "the domain %s was already created by event %d at %s", q(d.Name), by.Sequence, by.Source)
 		return
 	}
 	ok := f.check(ev, "data.name", checkLabel(d.Name))
@@ -193,8 +197,13 @@ func (f *folder) domainCreated(ev *events.Event) {
 	if !ok {
 		return
 	}
+	dom := Domain{Name: d.Name, Purpose: d.Purpose, Administrator: d.Administrator, Services: nonNil(d.Services)}
+	if f.domainBy != nil {
+		f.addDomain(ev, dom)
+		return
+	}
 	f.domainBy = ev
-	f.t.Domain = Domain{Name: d.Name, Purpose: d.Purpose, Administrator: d.Administrator, Services: nonNil(d.Services)}
+	f.t.Domain = dom
 }
 
 func (f *folder) networkTopologyUpdated(ev *events.Event) {
@@ -556,6 +565,7 @@ func (f *folder) finish() {
 	if len(f.nodes) == 0 {
 		f.problems = append(f.problems, events.Problem{Message: "no nodes: every node was removed or none was added"})
 	}
+	f.finishAccounts()
 
 	names := make([]string, 0, len(f.nodes))
 	for name := range f.nodes {

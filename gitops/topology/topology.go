@@ -16,6 +16,10 @@ type Topology struct {
 	Network  Network         `json:"network"`
 	Nodes    map[string]Node `json:"nodes"`
 	Services Services        `json:"services"`
+	// Domains are the domains created after the first (the cluster's own, Domain); Accounts are the
+	// NATS accounts of the domains and the system account (nil: no account events, anonymous clients).
+	Domains  map[string]Domain `json:"domains,omitempty"`
+	Accounts *Accounts         `json:"accounts,omitempty"`
 }
 
 // Domain is what DomainCreated says.
