@@ -26,10 +26,11 @@ const (
 	NodeRemoved            = "NodeRemoved"
 	ServiceAdded           = "ServiceAdded"
 	ServiceConfigured      = "ServiceConfigured"
+	ClusterSecured         = "ClusterSecured"
 )
 
 // Types lists the known event types.
-var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured}
+var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured, ClusterSecured}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

@@ -169,6 +169,8 @@ func (f *folder) apply(ev *events.Event) {
 		f.serviceAdded(ev)
 	case events.ServiceConfigured:
 		f.serviceConfigured(ev)
+	case events.ClusterSecured:
+		f.clusterSecured(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}

@@ -16,6 +16,7 @@ type Topology struct {
 	Network  Network         `json:"network"`
 	Nodes    map[string]Node `json:"nodes"`
 	Services Services        `json:"services"`
+	Security *Security       `json:"security,omitempty"`
 }
 
 // Domain is what DomainCreated says.
