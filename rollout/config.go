@@ -44,6 +44,12 @@ type Config struct {
 	// SystemUser and the password in SystemPasswordFile are a system account user, instead of creds.
 	SystemUser         string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_USER"`
 	SystemPasswordFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE"`
+
+	// SecretsDir is the local directory of the nodes' secrets, <dir>/<node>/<file> (ca.pem, node.pem,
+	// node-key.pem), installed on each node before its switch when the cluster is secured; a node
+	// whose files are missing is refused before anything is switched. SecretsOwner owns them there.
+	SecretsDir   string `env:"CIMDEPLOY_SECRETS_DIR"`
+	SecretsOwner string `env:"CIMDEPLOY_SECRETS_OWNER, default=nats"`
 }
 
 // LoadConfig reads Config from the environment (lookup nil: the process environment) and validates it.
@@ -99,6 +105,13 @@ func (c Config) Validate() error {
 	} else if c.SystemPasswordFile != "" {
 		if _, err := os.Stat(c.SystemPasswordFile); err != nil {
 			bad("CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE: %w", err)
+		}
+	}
+	if c.SecretsDir != "" {
+		if st, err := os.Stat(c.SecretsDir); err != nil {
+			bad("CIMDEPLOY_SECRETS_DIR: %w", err)
+		} else if !st.IsDir() {
+			bad("CIMDEPLOY_SECRETS_DIR %s: not a directory", c.SecretsDir)
 		}
 	}
 	if len(errs) > 0 {
