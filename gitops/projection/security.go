@@ -47,21 +47,22 @@ func securityModule(t *topology.Topology) nixexpr.Set {
 			nixexpr.Bind("key_file", nixexpr.String(sec.Secret(topology.SecretKey))),
 		}, extra...)
 	}
-	settings := nixexpr.Set{
-		nixexpr.Bind("cluster.authorization.user", nixexpr.String(sec.RouteSubject)),
-		nixexpr.Bind("cluster.tls", files(nixexpr.Bind("verify_and_map", nixexpr.Bool(true)))),
+	// Each setting is bound by its full path: Nix before 2.19 refuses an attribute set given twice
+	// (services.nats = { settings = { cluster = ...; }; } and services.nats.settings = { ... }).
+	out := nixexpr.Set{
+		nixexpr.Blank,
+		nixexpr.Bind("services.nats.settings.cluster.authorization.user", nixexpr.String(sec.RouteSubject)),
+		nixexpr.Bind("services.nats.settings.cluster.tls", files(nixexpr.Bind("verify_and_map", nixexpr.Bool(true)))),
 	}
 	if sec.ClientTLS {
-		settings = append(settings, nixexpr.Bind("tls", files()))
+		out = append(out, nixexpr.Bind("services.nats.settings.tls", files()))
 	}
-	return nixexpr.Set{
-		nixexpr.Blank,
-		nixexpr.Bind("services.nats.settings", settings),
+	return append(out,
 		nixexpr.Bind("services.nats.validateConfig", nixexpr.Bool(false)),
 		nixexpr.Blank,
 		nixexpr.Bind("networking.nftables.enable", nixexpr.Bool(true)),
 		nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.String(firewallRules(t))),
-	}
+	)
 }
 
 // firewallRules are nftables rules for the firewall's input-allow chain (nixpkgs'

@@ -78,19 +78,17 @@ in
     };
   };
 
-  services.nats.settings = {
-    cluster.authorization.user = "CN=nats-route,O=cim";
-    cluster.tls = {
-      ca_file = "/var/lib/nats/secrets/ca.pem";
-      cert_file = "/var/lib/nats/secrets/node.pem";
-      key_file = "/var/lib/nats/secrets/node-key.pem";
-      verify_and_map = true;
-    };
-    tls = {
-      ca_file = "/var/lib/nats/secrets/ca.pem";
-      cert_file = "/var/lib/nats/secrets/node.pem";
-      key_file = "/var/lib/nats/secrets/node-key.pem";
-    };
+  services.nats.settings.cluster.authorization.user = "CN=nats-route,O=cim";
+  services.nats.settings.cluster.tls = {
+    ca_file = "/var/lib/nats/secrets/ca.pem";
+    cert_file = "/var/lib/nats/secrets/node.pem";
+    key_file = "/var/lib/nats/secrets/node-key.pem";
+    verify_and_map = true;
+  };
+  services.nats.settings.tls = {
+    ca_file = "/var/lib/nats/secrets/ca.pem";
+    cert_file = "/var/lib/nats/secrets/node.pem";
+    key_file = "/var/lib/nats/secrets/node-key.pem";
   };
   services.nats.validateConfig = false;
 
