@@ -246,5 +246,8 @@ func (c *Config) UseLab(ctx context.Context, l LabEnv) error {
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c.Remote, Lookuper: both}); err != nil {
 		return configError(fmt.Errorf("the lab's SSH settings: %w", err))
 	}
+	if c.Rollout.SecretsDir == "" { // the lab's TLS secrets, installed on the nodes before each switch
+		c.Rollout.SecretsDir = l.Env["CIMDEPLOY_SECRETS_DIR"]
+	}
 	return nil
 }
