@@ -47,7 +47,7 @@ func securityModule(t *topology.Topology) nixexpr.Set {
 			nixexpr.Bind("key_file", nixexpr.String(sec.Secret(topology.SecretKey))),
 		}, extra...)
 	}
-	// Each setting is bound by its full path: Nix before 2.19 refuses an attribute set given twice
+	// Each setting is bound by its full path: Nix 2.8 refuses an attribute set given twice (2.26 takes it)
 	// (services.nats = { settings = { cluster = ...; }; } and services.nats.settings = { ... }).
 	out := nixexpr.Set{
 		nixexpr.Blank,
