@@ -250,5 +250,8 @@ func (c *Config) UseLab(ctx context.Context, l LabEnv) error {
 	if r := &c.Rollout; r.SystemNkeyFile == "" && r.SystemCredsFile == "" && r.SystemUser == "" {
 		r.SystemNkeyFile = l.Env["CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"]
 	}
+	if c.Rollout.SecretsDir == "" { // the lab's TLS secrets, installed on the nodes before each switch
+		c.Rollout.SecretsDir = l.Env["CIMDEPLOY_SECRETS_DIR"]
+	}
 	return nil
 }

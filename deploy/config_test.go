@@ -205,6 +205,7 @@ func TestUseLab(t *testing.T) {
 		"CIMDEPLOY_SSH_KNOWN_HOSTS": "/lab/ssh/known_hosts",
 		"CIMDEPLOY_SSH_JUMP":        "lab-jump",
 		"CIMDEPLOY_PROXMOX_HOST":    "127.0.0.10",
+		"CIMDEPLOY_SECRETS_DIR":     "/lab/secrets",
 	}}
 	if err := c.UseLab(t.Context(), lab); err != nil {
 		t.Fatal(err)
@@ -212,8 +213,8 @@ func TestUseLab(t *testing.T) {
 	if c.Repo != "/lab/repo" || c.Rev != "main" || !c.Nix.Offline || c.Nix.OverrideInputs != nil {
 		t.Errorf("repository and Nix after UseLab: %q %q offline=%t inputs=%v", c.Repo, c.Rev, c.Nix.Offline, c.Nix.OverrideInputs)
 	}
-	if c.Remote.KnownHosts != "/lab/ssh/known_hosts" {
-		t.Errorf("known_hosts %q, want the lab's", c.Remote.KnownHosts)
+	if c.Remote.KnownHosts != "/lab/ssh/known_hosts" || c.Rollout.SecretsDir != "/lab/secrets" {
+		t.Errorf("known_hosts %q, secrets %q: want the lab's", c.Remote.KnownHosts, c.Rollout.SecretsDir)
 	}
 	if c.Remote.KeyFile != userKey || c.Remote.Jump != "jump.example" || c.Remote.ProxmoxHost != "" {
 		t.Errorf("the user's settings were replaced: key %q, jump %q, Proxmox host %q", c.Remote.KeyFile, c.Remote.Jump, c.Remote.ProxmoxHost)

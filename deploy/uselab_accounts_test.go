@@ -20,7 +20,9 @@ func TestUseLabSystemNkey(t *testing.T) {
 		{"the user's nkey", map[string]string{"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE": "/mine.nk"},
 			func(c Config) bool { return c.Rollout.SystemNkeyFile == "/mine.nk" }},
 		{"the user's creds", map[string]string{"CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE": "/sys.creds"},
-			func(c Config) bool { return c.Rollout.SystemNkeyFile == "" && c.Rollout.SystemCredsFile == "/sys.creds" }},
+			func(c Config) bool {
+				return c.Rollout.SystemNkeyFile == "" && c.Rollout.SystemCredsFile == "/sys.creds"
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

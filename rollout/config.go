@@ -52,6 +52,12 @@ type Config struct {
 	// names by its public key), instead of creds. A topology with accounts needs one of the three: its
 	// servers refuse clients without a user, and the gate then always pings.
 	SystemNkeyFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"`
+
+	// SecretsDir is the local directory of the nodes' secrets, <dir>/<node>/<file> (ca.pem, node.pem,
+	// node-key.pem), installed on each node before its switch when the cluster is secured; a node
+	// whose files are missing is refused before anything is switched. SecretsOwner owns them there.
+	SecretsDir   string `env:"CIMDEPLOY_SECRETS_DIR"`
+	SecretsOwner string `env:"CIMDEPLOY_SECRETS_OWNER, default=nats"`
 }
 
 // LoadConfig reads Config from the environment (lookup nil: the process environment) and validates it.
@@ -121,6 +127,13 @@ func (c Config) Validate() error {
 	} else if c.SystemPasswordFile != "" {
 		if _, err := os.Stat(c.SystemPasswordFile); err != nil {
 			bad("CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE: %w", err)
+		}
+	}
+	if c.SecretsDir != "" {
+		if st, err := os.Stat(c.SecretsDir); err != nil {
+			bad("CIMDEPLOY_SECRETS_DIR: %w", err)
+		} else if !st.IsDir() {
+			bad("CIMDEPLOY_SECRETS_DIR %s: not a directory", c.SecretsDir)
 		}
 	}
 	if len(errs) > 0 {

@@ -11,10 +11,11 @@ import (
 )
 
 // Connect is the Rollout of the cluster top over pool (made with remoteCfg, owned by the caller): an
-// SSHSystem per node of the topology, the NATS cluster at the topology's addresses and ports, and pct
+// SSHSystem per node of the topology, the secrets of cfg.SecretsDir (when the cluster is secured), the NATS cluster at the topology's addresses and ports, and pct
 // on remoteCfg.ProxmoxHost when it is set. It opens no connection yet.
 func Connect(pool *remote.Pool, top *topology.Topology, remoteCfg remote.Config, cfg Config, states States, logger *slog.Logger) (*Rollout, error) {
-	r := &Rollout{Topology: top, Systems: map[string]System{}, States: states, Config: cfg, Logger: logger}
+	r := &Rollout{Topology: top, Systems: map[string]System{}, States: states, Config: cfg, Logger: logger,
+		Secrets: NewSecrets(top, cfg.SecretsDir, cfg.SecretsOwner)}
 	for _, name := range top.NodeNames() {
 		h := remoteCfg.NodeHost(name, top.Nodes[name].Address)
 		node, err := pool.Node(h, nil)

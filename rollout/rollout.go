@@ -27,6 +27,8 @@ type Rollout struct {
 	States States
 	// Proxmox creates the containers of new nodes; nil: new nodes are refused.
 	Proxmox remote.Proxmox
+	// Secrets installs each node's secrets before its switch (NewSecrets); nil installs none.
+	Secrets Secrets
 	Config  Config
 	Logger  *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
@@ -168,6 +170,16 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 		tr.Skip(nodeNames(plan.Nodes), StatusSkipped, "refused: "+res.Error)
 		log.Warn("rollout refused", "problems", plan.Problems)
 		return res
+	}
+	if problems := r.checkSecrets(plan); len(problems) > 0 {
+		res.Status, res.Error = StatusRefused, "pre-flight: secrets: "+strings.Join(problems, "; ")
+		tr.Skip(nodeNames(plan.Nodes), StatusSkipped, "refused: "+res.Error)
+		log.Warn("rollout refused: secrets missing", "problems", problems)
+		return res
+	}
+	if r.Secrets == nil && r.Topology.Security != nil {
+		log.Warn("the cluster is secured but no secrets directory is set (CIMDEPLOY_SECRETS_DIR): the nodes' secrets must already be in place",
+			"secrets_dir", r.Topology.Security.SecretsDir)
 	}
 	stopCopies := r.precopy(ctx, plan, log)
 	defer stopCopies()
@@ -429,6 +441,14 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 		nr.Copied, nr.Copy = len(copied.Missing), copied.Duration
 		if err != nil {
 			return fail("copy closure", err)
+		}
+	}
+
+	// 2b. Secrets: the files the new system reads outside the Nix store. The running system reads
+	// them only when it restarts or reloads, so installing them before the switch is safe.
+	if r.Secrets != nil {
+		if err := r.Secrets.Install(ctx, np.Node, sys); err != nil {
+			return fail("install secrets", err)
 		}
 	}
 

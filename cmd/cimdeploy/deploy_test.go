@@ -104,11 +104,12 @@ func TestDeployToLab(t *testing.T) {
 }
 
 // labFlags are the flags of a command that switches l's nodes, with its state in data: SSH with the
-// lab's key and known_hosts (clusterFlags), offline Nix, and rollout timeouts short enough for a test.
+// lab's key and known_hosts (clusterFlags), offline Nix, rollout timeouts short enough for a test and
+// the lab's secrets directory.
 func labFlags(l *lab.Lab, data string) []string {
 	return append(clusterFlags(l, data), "--nix-offline",
 		"--confirm-timeout", "1m", "--gate-timeout", "20s", "--gate-poll", "100ms", "--activation-timeout", "30s",
-		"--preflight-timeout", "10s")
+		"--preflight-timeout", "10s", "--secrets-dir", l.SecretsDir())
 }
 
 // clusterFlags are the flags of a command that only looks at l's nodes (generations): the state in

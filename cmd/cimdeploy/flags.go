@@ -97,6 +97,7 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 	f.DurationVar(&c.HTTPTimeout, "nats-http-timeout", c.HTTPTimeout, "bound on one NATS monitoring request [CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT]")
 	f.StringVar(&c.SystemCredsFile, "system-creds-file", c.SystemCredsFile, "NATS system account credentials: the gate also pings every server [CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE]")
 	addSystemNkeyFlag(f, c)
+	f.StringVar(&c.SecretsDir, "secrets-dir", c.SecretsDir, "directory of the nodes' TLS secrets, <dir>/<node>/{ca.pem,node.pem,node-key.pem}, installed before each switch [CIMDEPLOY_SECRETS_DIR]")
 	if force != nil { // a person's decision: serve has none
 		f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
 	}

@@ -32,11 +32,13 @@ const (
 	DomainExportDefined    = "DomainExportDefined"
 	DomainImportDefined    = "DomainImportDefined"
 	SystemUserAdded        = "SystemUserAdded"
+	ClusterSecured         = "ClusterSecured"
 )
 
 // Types lists the known event types.
 var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured,
-	DomainAccountDefined, DomainUserAdded, DomainPermissionsSet, DomainExportDefined, DomainImportDefined, SystemUserAdded}
+	DomainAccountDefined, DomainUserAdded, DomainPermissionsSet, DomainExportDefined, DomainImportDefined, SystemUserAdded,
+	ClusterSecured}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

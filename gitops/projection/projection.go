@@ -116,10 +116,7 @@ func renderModule(t *topology.Topology) (string, error) {
 	for _, a := range t.Network.DNS {
 		dns = append(dns, nixexpr.String(a.String()))
 	}
-	ports := nixexpr.List{}
-	for _, p := range t.TCPPorts() {
-		ports = append(ports, nixexpr.Int(p))
-	}
+	ports := openPorts(t)
 
 	nats := nixexpr.Set{
 		nixexpr.Bind("enable", nixexpr.Bool(true)),
@@ -197,6 +194,7 @@ func renderModule(t *topology.Topology) (string, error) {
 			}},
 		}),
 	)
+	body = append(body, securityModule(t)...)
 	s, err := nixexpr.Format(body, 0)
 	if err != nil {
 		return "", err

@@ -173,6 +173,8 @@ func (f *folder) apply(ev *events.Event) {
 	case events.DomainAccountDefined, events.DomainUserAdded, events.DomainPermissionsSet,
 		events.DomainExportDefined, events.DomainImportDefined, events.SystemUserAdded:
 		f.applyAccounts(ev)
+	case events.ClusterSecured:
+		f.clusterSecured(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}

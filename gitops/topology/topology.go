@@ -20,6 +20,7 @@ type Topology struct {
 	// NATS accounts of the domains and the system account (nil: no account events, anonymous clients).
 	Domains  map[string]Domain `json:"domains,omitempty"`
 	Accounts *Accounts         `json:"accounts,omitempty"`
+	Security *Security         `json:"security,omitempty"`
 }
 
 // Domain is what DomainCreated says.

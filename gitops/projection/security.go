@@ -1,0 +1,105 @@
+package projection
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cimdeploy/cimdeploy/gitops/nixexpr"
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+)
+
+// openPorts are the TCP ports the firewall opens to everyone: all the services' ports, or, in a
+// secured cluster, none (securityModule opens each port to its own sources).
+func openPorts(t *topology.Topology) nixexpr.List {
+	ports := nixexpr.List{}
+	if t.Security != nil {
+		return ports
+	}
+	for _, p := range t.TCPPorts() {
+		ports = append(ports, nixexpr.Int(p))
+	}
+	return ports
+}
+
+// securityModule is what ClusterSecured adds to the module (nothing when the cluster is not secured):
+//
+//   - routes: mutual TLS with the cluster's CA (nats-server's cluster.tls, where verify is always on) and
+//     verify_and_map, so the certificate's subject is the route's user, checked against
+//     cluster.authorization.user (nats-io/nats.docs, ref/config/cluster/authorization: "If the tls
+//     configuration map specifies verify_and_map only, provide the expected username");
+//   - clients: TLS with the node's certificate when client_tls is set;
+//   - validateConfig = false: the certificate and key are files on the node, never in the Nix store,
+//     so `nats-server -t` at build time cannot read them (nixpkgs' nats.nix: "When the config can't
+//     be checked during build time, for example when it includes other files, disable this option");
+//   - the firewall (nftables): the monitoring port and the exporters from the management networks,
+//     the route port from the cluster's nodes, the client port from the client networks.
+func securityModule(t *topology.Topology) nixexpr.Set {
+	sec := t.Security
+	if sec == nil {
+		return nil
+	}
+	files := func(extra ...nixexpr.Binding) nixexpr.Set {
+		return append(nixexpr.Set{
+			nixexpr.Bind("ca_file", nixexpr.String(sec.Secret(topology.SecretCA))),
+			nixexpr.Bind("cert_file", nixexpr.String(sec.Secret(topology.SecretCert))),
+			nixexpr.Bind("key_file", nixexpr.String(sec.Secret(topology.SecretKey))),
+		}, extra...)
+	}
+	// Each setting is bound by its full path: Nix 2.8 refuses an attribute set given twice (2.26 takes it)
+	// (services.nats = { settings = { cluster = ...; }; } and services.nats.settings = { ... }).
+	out := nixexpr.Set{
+		nixexpr.Blank,
+		nixexpr.Bind("services.nats.settings.cluster.authorization.user", nixexpr.String(sec.RouteSubject)),
+		nixexpr.Bind("services.nats.settings.cluster.tls", files(nixexpr.Bind("verify_and_map", nixexpr.Bool(true)))),
+	}
+	if sec.ClientTLS {
+		out = append(out, nixexpr.Bind("services.nats.settings.tls", files()))
+	}
+	return append(out,
+		nixexpr.Bind("services.nats.validateConfig", nixexpr.Bool(false)),
+		nixexpr.Blank,
+		nixexpr.Bind("networking.nftables.enable", nixexpr.Bool(true)),
+		nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.String(firewallRules(t))),
+	)
+}
+
+// firewallRules are nftables rules for the firewall's input-allow chain (nixpkgs'
+// nixos/modules/services/networking/firewall-nftables.nix, extraInputRules), one per kind of source.
+func firewallRules(t *topology.Topology) string {
+	sec, n := t.Security, t.Services.NATS
+	mgmt := []int{n.MonitorPort}
+	if e := t.Services.NATSExporter; e != nil {
+		mgmt = append(mgmt, e.Port)
+	}
+	if e := t.Services.NodeExporter; e != nil {
+		mgmt = append(mgmt, e.Port)
+	}
+	slices.Sort(mgmt)
+	var nodes []string
+	for _, name := range t.NodeNames() {
+		nodes = append(nodes, t.Nodes[name].Address.String())
+	}
+	var b strings.Builder
+	rule := func(sources []string, ports []int, comment string) {
+		ps := make([]string, len(ports))
+		for i, p := range ports {
+			ps[i] = strconv.Itoa(p)
+		}
+		b.WriteString("ip saddr { " + strings.Join(sources, ", ") + " } tcp dport { " + strings.Join(ps, ", ") +
+			" } accept comment \"" + comment + "\"\n")
+	}
+	rule(prefixStrings(sec.ManagementNetworks), mgmt, "monitoring and exporters: management networks")
+	rule(nodes, []int{n.Cluster.Port}, "routes: the cluster's nodes")
+	rule(prefixStrings(sec.ClientNetworks), []int{n.ClientPort}, "clients")
+	return b.String()
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}

@@ -1,0 +1,99 @@
+package projection_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cimdeploy/cimdeploy/gitops/events"
+	"github.com/cimdeploy/cimdeploy/gitops/projection"
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+)
+
+// secured is the production fixtures plus testdata/secured's ClusterSecured event.
+func secured(t testing.TB) *topology.Topology {
+	t.Helper()
+	dir := t.TempDir()
+	for _, src := range []string{"../../fixtures/events/*.json", "testdata/secured/*.json"} {
+		files, _ := filepath.Glob(src)
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evs, problems := events.Load(t.Context(), dir)
+	top, more := topology.Fold(evs)
+	if problems = append(problems, more...); len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	return top
+}
+
+// TestGoldenSecured compares the projection of a secured cluster with testdata/golden/production-secured.
+func TestGoldenSecured(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("testdata", "golden", "production-secured")
+	files := render(t, secured(t), projection.Options{})
+	if *update {
+		if _, err := projection.Write(dir, files); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	diff, err := projection.Diff(dir, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff != "" {
+		t.Errorf("production-secured differs from the golden files (go test ./gitops/projection -update):\n%s", diff)
+	}
+}
+
+// TestSecuredModule checks what a secured cluster's module says: TLS routes mapped to the route
+// subject, client TLS, secrets as paths on the node (never store paths), no port open to everyone, and
+// each port opened to its own sources.
+func TestSecuredModule(t *testing.T) {
+	t.Parallel()
+	var module string
+	for _, f := range render(t, secured(t), projection.Options{}) {
+		if f.Path == projection.ModuleFile {
+			module = string(f.Data)
+		}
+	}
+	for _, want := range []string{
+		`allowedTCPPorts = [ ];`,
+		`user = "CN=nats-route,O=cim";`,
+		`verify_and_map = true;`,
+		`cert_file = "/var/lib/nats/secrets/node.pem";`,
+		`key_file = "/var/lib/nats/secrets/node-key.pem";`,
+		`ca_file = "/var/lib/nats/secrets/ca.pem";`,
+		`services.nats.validateConfig = false;`,
+		`networking.nftables.enable = true;`,
+		`ip saddr { 10.0.0.0/24 } tcp dport { 7777, 8222, 9100 } accept`,
+		`ip saddr { 10.0.0.41, 10.0.0.42, 10.0.0.43 } tcp dport { 6222 } accept`,
+		`ip saddr { 10.0.0.0/19, 192.168.10.0/24 } tcp dport { 4222 } accept`,
+	} {
+		if !strings.Contains(module, want) {
+			t.Errorf("module lacks %q:\n%s", want, module)
+		}
+	}
+	if strings.Count(module, "key_file") != 2 { // routes and clients
+		t.Errorf("want the key in cluster.tls and tls:\n%s", module)
+	}
+}
+
+// TestUnsecuredModuleUnchanged: without ClusterSecured the module opens every port and has no TLS.
+func TestUnsecuredModuleUnchanged(t *testing.T) {
+	t.Parallel()
+	for _, f := range render(t, production(t), projection.Options{}) {
+		if f.Path == projection.ModuleFile && (strings.Contains(string(f.Data), "tls") || !strings.Contains(string(f.Data), "allowedTCPPorts = [ 4222 6222 7777 8222 9100 ]")) {
+			t.Errorf("unsecured module:\n%s", f.Data)
+		}
+	}
+}
