@@ -26,10 +26,11 @@ const (
 	NodeRemoved            = "NodeRemoved"
 	ServiceAdded           = "ServiceAdded"
 	ServiceConfigured      = "ServiceConfigured"
+	OperatorAdded          = "OperatorAdded"
 )
 
 // Types lists the known event types.
-var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured}
+var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured, OperatorAdded}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

@@ -36,8 +36,8 @@ func TestLoadFixtures(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
-	if len(evs) != 9 {
-		t.Fatalf("got %d events, want 9", len(evs))
+	if len(evs) != 12 {
+		t.Fatalf("got %d events, want 12", len(evs))
 	}
 	for i, ev := range evs {
 		if ev.Sequence != uint64(i+1) {

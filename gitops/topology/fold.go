@@ -95,6 +95,7 @@ type folder struct {
 	domainBy  *events.Event
 	networkBy *events.Event
 	serviceBy map[string]*events.Event
+	operators operatorState
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
@@ -169,6 +170,8 @@ func (f *folder) apply(ev *events.Event) {
 		f.serviceAdded(ev)
 	case events.ServiceConfigured:
 		f.serviceConfigured(ev)
+	case events.OperatorAdded:
+		f.operatorAdded(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}

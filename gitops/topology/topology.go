@@ -16,6 +16,8 @@ type Topology struct {
 	Network  Network         `json:"network"`
 	Nodes    map[string]Node `json:"nodes"`
 	Services Services        `json:"services"`
+	// Operators are the people (and cimdeploy's deploy key) who log in to the nodes, by user name.
+	Operators map[string]Operator `json:"operators,omitempty"`
 }
 
 // Domain is what DomainCreated says.
