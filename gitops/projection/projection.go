@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cimdeploy/cimdeploy/gitops/nixexpr"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
@@ -26,6 +27,7 @@ type Options struct {
 	LXCBuilder         string // LXCNixpkgs (default) or LXCNixosGenerators
 	NixpkgsURL         string // default github:NixOS/nixpkgs/nixos-unstable
 	NixosGeneratorsURL string // default github:nix-community/nixos-generators
+	HomeManagerURL     string // default github:nix-community/home-manager (a flake input only with a domain admin)
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -40,6 +42,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.NixosGeneratorsURL == "" {
 		o.NixosGeneratorsURL = "github:nix-community/nixos-generators"
+	}
+	if o.HomeManagerURL == "" {
+		o.HomeManagerURL = "github:nix-community/home-manager"
 	}
 	return o, nil
 }
@@ -197,11 +202,12 @@ func renderModule(t *topology.Topology) (string, error) {
 			}},
 		}),
 	)
+	body = append(body, operatorBindings(t)...)
 	s, err := nixexpr.Format(body, 0)
 	if err != nil {
 		return "", err
 	}
-	return `{ config, lib, ... }:
+	return `{ config, lib, pkgs, ... }:
 
 let
   topology = import ../topology.nix;
@@ -274,6 +280,15 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
         }))
         topology.nodes;
 `
+	}
+	hmInput, err := homeManagerInput(t, opts)
+	if err != nil {
+		return "", err
+	}
+	if hmInput != "" {
+		b.WriteString(hmInput)
+		args = strings.Replace(args, " }", ", home-manager }", 1)
+		lxcImport += "\n          home-manager.nixosModules.home-manager"
 	}
 	b.WriteString("  };\n\n")
 	fmt.Fprintf(&b, `  outputs = %s:
