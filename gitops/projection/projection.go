@@ -203,6 +203,11 @@ func renderModule(t *topology.Topology) (string, error) {
 		}),
 	)
 	body = append(body, operatorBindings(t)...)
+	asserts, err := assertionBindings(t)
+	if err != nil {
+		return "", err
+	}
+	body = append(body, asserts...)
 	s, err := nixexpr.Format(body, 0)
 	if err != nil {
 		return "", err

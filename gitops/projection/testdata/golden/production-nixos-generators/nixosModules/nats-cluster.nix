@@ -123,4 +123,60 @@ in
       };
     };
   };
+
+  assertions = let
+      nats = config.services.nats;
+      exporters = config.services.prometheus.exporters;
+      # Seconds of a Go duration (time.ParseDuration: "2m", "1m30s", "500ms"), or null.
+      seconds = s:
+        let
+          m = builtins.match "([0-9]+(\\.[0-9]+)?)(ns|us|µs|ms|s|m|h)(([0-9].*)?)" s;
+          unit = { ns = 1.0e-9; us = 1.0e-6; "µs" = 1.0e-6; ms = 0.001; s = 1; m = 60; h = 3600; };
+          rest = if m == null || builtins.elemAt m 3 == "" then 0 else seconds (builtins.elemAt m 3);
+        in
+        if m == null || rest == null then null
+        else builtins.fromJSON (builtins.elemAt m 0) * unit.${builtins.elemAt m 2} + rest;
+      duration = seconds nats.settings.lame_duck_duration;
+      grace = seconds nats.settings.lame_duck_grace_period;
+      listenPort = s: let m = builtins.match ".*:([0-9]+)" s; in if m == null then null else builtins.fromJSON (builtins.head m);
+      ports = [
+        { name = "services.nats.port"; port = nats.port; }
+        { name = "services.nats.settings.cluster.listen"; port = listenPort nats.settings.cluster.listen; }
+        { name = "services.nats.settings.http_port"; port = nats.settings.http_port; }
+        { name = "services.prometheus.exporters.nats.port"; port = exporters.nats.port; }
+        { name = "services.prometheus.exporters.node.port"; port = exporters.node.port; }
+      ];
+      collisions = builtins.filter (p: builtins.length (builtins.filter (o: o.port == p.port) ports) > 1) ports;
+    in
+    [
+      {
+        assertion = duration != null && duration >= 30;
+        message = "services.nats.settings.lame_duck_duration is ${nats.settings.lame_duck_duration}: nats-server refuses a lame duck duration under 30s (invalid lame_duck_duration, minimum is 30 seconds); the events say " + "30s";
+      }
+      {
+        assertion = duration != null && grace != null && grace < duration;
+        message = "services.nats.settings.lame_duck_grace_period ${nats.settings.lame_duck_grace_period} must be shorter than lame_duck_duration ${nats.settings.lame_duck_duration} (nats-server refuses it); the events say " + "10s" + " and " + "30s";
+      }
+      {
+        assertion = collisions == [ ];
+        message = "two services on one port: ${builtins.concatStringsSep ", " (map (p: "${p.name} = ${toString p.port}") collisions)}; every service of the events has its own";
+      }
+      {
+        assertion = builtins.match "[A-Za-z0-9_-]{1,64}" nats.settings.cluster.name != null;
+        message = "services.nats.settings.cluster.name ${builtins.toJSON nats.settings.cluster.name} is not a NATS cluster name of letters, digits, - and _ (the events say " + "cim-cluster" + ")";
+      }
+      {
+        assertion = builtins.match "(/[A-Za-z0-9._-]+)+" nats.settings.jetstream.store_dir != null
+          && builtins.match "(.*/)?[.][.]?(/.*)?" nats.settings.jetstream.store_dir == null;
+        message = "services.nats.settings.jetstream.store_dir ${builtins.toJSON nats.settings.jetstream.store_dir} is not a clean absolute path (the events say " + "/var/lib/nats/jetstream" + ")";
+      }
+      {
+        assertion = builtins.isInt (nats.settings.jetstream.max_memory_store or 0) && (nats.settings.jetstream.max_memory_store or 0) >= 0;
+        message = "services.nats.settings.jetstream.max_memory_store is ${builtins.toJSON (nats.settings.jetstream.max_memory_store or null)}: a number of bytes, 0 or more (the events say 1073741824)";
+      }
+      {
+        assertion = builtins.isInt (nats.settings.jetstream.max_file_store or 0) && (nats.settings.jetstream.max_file_store or 0) >= 0;
+        message = "services.nats.settings.jetstream.max_file_store is ${builtins.toJSON (nats.settings.jetstream.max_file_store or null)}: a number of bytes, 0 or more (the events say 10737418240)";
+      }
+    ];
 }
