@@ -259,6 +259,10 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	natsURL, err := nixexpr.Quote(natsURLs(t))
+	if err != nil {
+		return "", err
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "{\n  description = %s;\n\n  inputs = {\n    nixpkgs.url = %s;\n", desc, nixpkgsURL)
 	args := "{ self, nixpkgs }"
@@ -326,20 +330,26 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
         topology.nodes;
 
 %s
+      # The native-library rule: OpenSSL found through pkg-config and the OPENSSL_* variables (Rust's
+      # openssl-sys, cgo), at run time through LD_LIBRARY_PATH, never a vendored copy. NATS_URL is the
+      # cluster's, for nats and nsc.
       devShells.${system}.default = pkgs.mkShell {
         name = %s;
-        packages = [ pkgs.nats-server pkgs.natscli pkgs.jq ];
+        packages = [ pkgs.nats-server pkgs.natscli pkgs.nsc pkgs.jq ];
         buildInputs = [ pkgs.openssl ];
         nativeBuildInputs = [ pkgs.pkg-config ];
+        OPENSSL_NO_VENDOR = 1;
+        NATS_URL = %s;
         shellHook = ''
           export OPENSSL_DIR="${pkgs.openssl.dev}"
           export OPENSSL_LIB_DIR="${pkgs.openssl.out}/lib"
           export OPENSSL_INCLUDE_DIR="${pkgs.openssl.dev}/include"
-          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig:$PKG_CONFIG_PATH"
+          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig''${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+          export LD_LIBRARY_PATH="${pkgs.openssl.out}/lib''${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         '';
       };
     };
 }
-`, args, lxcImport, packages, shellName)
+`, args, lxcImport, packages, shellName, natsURL)
 	return b.String(), nil
 }

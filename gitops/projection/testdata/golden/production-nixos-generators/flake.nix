@@ -55,16 +55,22 @@
         }))
         topology.nodes;
 
+      # The native-library rule: OpenSSL found through pkg-config and the OPENSSL_* variables (Rust's
+      # openssl-sys, cgo), at run time through LD_LIBRARY_PATH, never a vendored copy. NATS_URL is the
+      # cluster's, for nats and nsc.
       devShells.${system}.default = pkgs.mkShell {
         name = "cim-nats-cluster";
-        packages = [ pkgs.nats-server pkgs.natscli pkgs.jq ];
+        packages = [ pkgs.nats-server pkgs.natscli pkgs.nsc pkgs.jq ];
         buildInputs = [ pkgs.openssl ];
         nativeBuildInputs = [ pkgs.pkg-config ];
+        OPENSSL_NO_VENDOR = 1;
+        NATS_URL = "nats://10.0.0.41:4222,nats://10.0.0.42:4222,nats://10.0.0.43:4222";
         shellHook = ''
           export OPENSSL_DIR="${pkgs.openssl.dev}"
           export OPENSSL_LIB_DIR="${pkgs.openssl.out}/lib"
           export OPENSSL_INCLUDE_DIR="${pkgs.openssl.dev}/include"
-          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig:$PKG_CONFIG_PATH"
+          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig''${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+          export LD_LIBRARY_PATH="${pkgs.openssl.out}/lib''${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         '';
       };
     };
