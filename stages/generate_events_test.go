@@ -34,11 +34,12 @@ func TestGenerateRefusesHostileEvents(t *testing.T) {
 			}
 		}, "events/0010.json: not a regular file (a FIFO)"},
 		{"giant node name", func(t *testing.T, events string) {
-			ev := `{"event_id":"e10","aggregate_id":"x","sequence":10,"timestamp":"2025-12-01T09:00:00Z","event_type":"NodeRemoved","data":{"name":"` + giant + `"}}`
-			if err := os.WriteFile(filepath.Join(events, "0010.json"), []byte(ev), 0o644); err != nil {
+			// A sequence far after the fixtures', whatever their number: the gap is a problem too.
+			ev := `{"event_id":"e999","aggregate_id":"x","sequence":999,"timestamp":"2025-12-01T09:00:00Z","event_type":"NodeRemoved","data":{"name":"` + giant + `"}}`
+			if err := os.WriteFile(filepath.Join(events, "0999.json"), []byte(ev), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, `events/0010.json:1: event 10 (e10): aggregate_id: "x" is not the node the event is about: data.name is "nnnn`},
+		}, `events/0999.json:1: event 999 (e999): aggregate_id: "x" is not the node the event is about: data.name is "nnnn`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

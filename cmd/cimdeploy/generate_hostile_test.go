@@ -46,13 +46,14 @@ func TestGenerateRefusesHostileEvents(t *testing.T) {
 		{
 			name: "a node name of 700 KB",
 			setup: func(t *testing.T, dir string) {
-				ev := `{"event_id":"e10","aggregate_id":"nats-4","sequence":10,"timestamp":"2025-12-01T09:00:00Z",` +
+				// A sequence far after the fixtures', whatever their number: the gap is a problem too.
+				ev := `{"event_id":"e999","aggregate_id":"nats-4","sequence":999,"timestamp":"2025-12-01T09:00:00Z",` +
 					`"event_type":"NodeAdded","data":{"name":"` + giant + `"}}`
-				if err := os.WriteFile(filepath.Join(dir, "0010.json"), []byte(ev), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, "0999.json"), []byte(ev), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: `0010.json:1: event 10 (e10): data.name: "aaaa`,
+			want: `0999.json:1: event 999 (e999): data.name: "aaaa`,
 		},
 	}
 	for _, tt := range tests {

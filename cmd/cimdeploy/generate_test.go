@@ -61,7 +61,7 @@ func TestGenerateJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &top); err != nil {
 		t.Fatal(err)
 	}
-	if top.Sequence != 9 || top.Nodes["nats-3"].Address != "10.0.0.43" {
+	if top.Sequence != 12 || top.Nodes["nats-3"].Address != "10.0.0.43" {
 		t.Fatalf("%+v", top)
 	}
 }

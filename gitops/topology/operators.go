@@ -122,7 +122,7 @@ func (f *folder) operatorKeys(ev *events.Event, raw []string) ([]string, bool) {
 			ok = false
 			continue
 		}
-		if slices.Contains(keys, key) {
+		if slices.ContainsFunc(keys, func(k string) bool { return sameKey(k, key) }) {
 			f.problem(ev, field, "the same key is listed twice")
 			ok = false
 			continue

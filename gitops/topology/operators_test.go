@@ -86,6 +86,8 @@ func TestOperatorValidation(t *testing.T) {
 		{name: "two keys in one entry", data: []string{operator("bob", "admin", ed+"\n"+other)}, want: []string{"holds more than one key"}},
 		{name: "small RSA key", data: []string{operator("bob", "admin", rsaSmall)}, want: []string{"is a 1024-bit RSA key, under 2048 bits"}},
 		{name: "key listed twice", data: []string{operator("bob", "admin", ed, ed)}, want: []string{"data.ssh_keys[1]: the same key is listed twice"}},
+		{name: "key listed twice with another comment", data: []string{operator("bob", "admin", ed, strings.Join(strings.Fields(ed)[:2], " ")+" laptop")},
+			want: []string{"data.ssh_keys[1]: the same key is listed twice"}},
 		{name: "key of another operator", data: []string{operator("bob", "admin", ed), operator("carol", "viewer", other, ed)},
 			want: []string{`event 11 (test-11): data.ssh_keys[1]: the key is already operator "bob"'s (event 10 at test-10.json:1)`}},
 		{name: "operator added twice", data: []string{operator("bob", "admin", ed), operator("bob", "viewer", other)},
