@@ -124,3 +124,36 @@ func TestOperatorValidation(t *testing.T) {
 		must(topology.Fold(add(base, "OperatorAdded", operator("bob", "viewer", rsaOK))))
 	})
 }
+
+// FuzzParseOperatorKey: whatever the entry holds, ParseOperatorKey does not panic, an accepted key is
+// already in its normal form (parsing it again gives it back), and an error is short and never quotes
+// the entry (it may be a private key).
+//
+//	go test ./gitops/topology -run '^$' -fuzz FuzzParseOperatorKey
+func FuzzParseOperatorKey(f *testing.F) {
+	for _, s := range []string{
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICATKy2qBg7EzYpkcSqJwPdh7FBrJYunkjxl+7+Q/zQr ops@cim.local",
+		`command="/bin/true" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICATKy2qBg7EzYpkcSqJwPdh7FBrJYunkjxl+7+Q/zQr`,
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICATKy2qBg7EzYpkcSqJwPdh7FBrJYunkjxl+7+Q/zQr a\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICVXJlw4MsXXScoGwH4Fhql42szEJfc9uIy93lT7JvRy b",
+		"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+		"# a comment\n", "", "ssh-rsa AAAA", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICATKy2qBg7EzYpkcSqJwPdh7FBrJYunkjxl+7+Q/zQr \x00\x7f\u202e",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		key, err := topology.ParseOperatorKey(s)
+		if err != nil {
+			if msg := err.Error(); len(msg) > 512 || (len(s) >= 16 && strings.Contains(msg, s)) {
+				t.Fatalf("error quotes the entry or is long (%d bytes): %s", len(msg), msg)
+			}
+			return
+		}
+		again, err := topology.ParseOperatorKey(key)
+		if err != nil || again != key {
+			t.Fatalf("normal form %q parses to %q, %v", key, again, err)
+		}
+		if strings.ContainsAny(key, "\n\r\x00") {
+			t.Fatalf("normal form %q is not one line", key)
+		}
+	})
+}
