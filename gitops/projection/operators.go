@@ -40,6 +40,13 @@ func operatorBindings(t *topology.Topology) nixexpr.Set {
 		users = append(users, nixexpr.Bind("root.openssh.authorizedKeys.keys", stringList(rootKeys)))
 	}
 	out := nixexpr.Set{nixexpr.Blank, nixexpr.Bind("users.users", users)}
+	for _, op := range t.Operators {
+		if op.Role == topology.RoleAdmin || op.Role == topology.RoleDomainAdmin {
+			// Operators log in with keys and have no password: sudo must not ask for one.
+			out = append(out, nixexpr.Bind("security.sudo.wheelNeedsPassword", nixexpr.Bool(false)))
+			break
+		}
+	}
 	if hm := homeManager(t); hm != nil {
 		out = append(out, nixexpr.Blank, nixexpr.Bind("home-manager", hm))
 	}

@@ -99,6 +99,7 @@ in
       "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEo+17sUMF7LM5UUHieduijLdUlnkrKf36/cxh/pCnHy deploy@cim.local"
     ];
   };
+  security.sudo.wheelNeedsPassword = false;
 
   home-manager = {
     useGlobalPkgs = true;
