@@ -127,7 +127,12 @@ type harness struct {
 
 func newHarness(t *testing.T, repo, nixpkgsRef string) *harness {
 	t.Helper()
-	nix, err := nixrunner.New(t.Context(), nixrunner.Config{Offline: true, OverrideInputs: map[string]string{"nixpkgs": nixpkgsRef}}, nil)
+	hm, err := filepath.Abs("../fixtures/lab/home-manager") // the fixtures have a domain admin
+	if err != nil {
+		t.Fatal(err)
+	}
+	nix, err := nixrunner.New(t.Context(), nixrunner.Config{Offline: true,
+		OverrideInputs: map[string]string{"nixpkgs": nixpkgsRef, "home-manager": "path:" + hm}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

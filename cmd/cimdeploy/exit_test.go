@@ -54,7 +54,11 @@ func nixArgs(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []string{"--override-input", "nixpkgs=path:" + stub, "--nix-offline"}
+	hm, err := filepath.Abs("../../fixtures/lab/home-manager") // the fixtures have a domain admin
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--override-input", "nixpkgs=path:" + stub, "--override-input", "home-manager=path:" + hm, "--nix-offline"}
 }
 
 // TestExitCodeInfrastructure: a repository that cannot be reached and a host that refuses are

@@ -46,8 +46,9 @@ func TestRunValidateOnlyRecordsHistoryAcrossRestarts(t *testing.T) {
 	repo := infraRepo(t)
 	data := t.TempDir()
 	stub, _ := filepath.Abs("../../fixtures/lab/nixpkgs")
+	hm, _ := filepath.Abs("../../fixtures/lab/home-manager") // the fixtures have a domain admin
 	args := []string{"run", "--repo", repo, "--rev", "main", "--validate-only", "--data-dir", data,
-		"--override-input", "nixpkgs=path:" + stub, "--nix-offline"}
+		"--override-input", "nixpkgs=path:" + stub, "--override-input", "home-manager=path:" + hm, "--nix-offline"}
 
 	code, stdout, stderr := runCLI(t, args...)
 	if code != exitOK {

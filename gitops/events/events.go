@@ -33,12 +33,13 @@ const (
 	DomainImportDefined    = "DomainImportDefined"
 	SystemUserAdded        = "SystemUserAdded"
 	ClusterSecured         = "ClusterSecured"
+	OperatorAdded          = "OperatorAdded"
 )
 
 // Types lists the known event types.
 var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured,
 	DomainAccountDefined, DomainUserAdded, DomainPermissionsSet, DomainExportDefined, DomainImportDefined, SystemUserAdded,
-	ClusterSecured}
+	ClusterSecured, OperatorAdded}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

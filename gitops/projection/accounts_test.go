@@ -28,6 +28,7 @@ func natsSettings(t *testing.T, top *topology.Topology, node string) []byte {
 	expr := `(import ./` + projection.ModuleFile + ` {
 		config.networking.hostName = "` + node + `";
 		lib.mkForce = v: v;
+		pkgs = { };
 	}).services.nats.settings`
 	var settings map[string]any
 	if err := json.Unmarshal(nix(t, dir, "nix", "eval", "--json", "--impure", "--expr", expr), &settings); err != nil {

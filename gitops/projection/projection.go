@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cimdeploy/cimdeploy/gitops/nixexpr"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
@@ -26,6 +27,7 @@ type Options struct {
 	LXCBuilder         string // LXCNixpkgs (default) or LXCNixosGenerators
 	NixpkgsURL         string // default github:NixOS/nixpkgs/nixos-unstable
 	NixosGeneratorsURL string // default github:nix-community/nixos-generators
+	HomeManagerURL     string // default github:nix-community/home-manager (a flake input only with a domain admin)
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -40,6 +42,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.NixosGeneratorsURL == "" {
 		o.NixosGeneratorsURL = "github:nix-community/nixos-generators"
+	}
+	if o.HomeManagerURL == "" {
+		o.HomeManagerURL = "github:nix-community/home-manager"
 	}
 	return o, nil
 }
@@ -195,11 +200,17 @@ func renderModule(t *topology.Topology) (string, error) {
 		}),
 	)
 	body = append(body, securityModule(t)...)
+	body = append(body, operatorBindings(t)...)
+	asserts, err := assertionBindings(t)
+	if err != nil {
+		return "", err
+	}
+	body = append(body, asserts...)
 	s, err := nixexpr.Format(body, 0)
 	if err != nil {
 		return "", err
 	}
-	return `{ config, lib, ... }:
+	return `{ config, lib, pkgs, ... }:
 
 let
   topology = import ../topology.nix;
@@ -246,6 +257,10 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	natsURL, err := nixexpr.Quote(natsURLs(t))
+	if err != nil {
+		return "", err
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "{\n  description = %s;\n\n  inputs = {\n    nixpkgs.url = %s;\n", desc, nixpkgsURL)
 	args := "{ self, nixpkgs }"
@@ -272,6 +287,15 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
         }))
         topology.nodes;
 `
+	}
+	hmInput, err := homeManagerInput(t, opts)
+	if err != nil {
+		return "", err
+	}
+	if hmInput != "" {
+		b.WriteString(hmInput)
+		args = strings.Replace(args, " }", ", home-manager }", 1)
+		lxcImport += "\n          home-manager.nixosModules.home-manager"
 	}
 	b.WriteString("  };\n\n")
 	fmt.Fprintf(&b, `  outputs = %s:
@@ -304,20 +328,26 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
         topology.nodes;
 
 %s
+      # The native-library rule: OpenSSL found through pkg-config and the OPENSSL_* variables (Rust's
+      # openssl-sys, cgo), at run time through LD_LIBRARY_PATH, never a vendored copy. NATS_URL is the
+      # cluster's, for nats and nsc.
       devShells.${system}.default = pkgs.mkShell {
         name = %s;
-        packages = [ pkgs.nats-server pkgs.natscli pkgs.jq ];
+        packages = [ pkgs.nats-server pkgs.natscli pkgs.nsc pkgs.jq ];
         buildInputs = [ pkgs.openssl ];
         nativeBuildInputs = [ pkgs.pkg-config ];
+        OPENSSL_NO_VENDOR = 1;
+        NATS_URL = %s;
         shellHook = ''
           export OPENSSL_DIR="${pkgs.openssl.dev}"
           export OPENSSL_LIB_DIR="${pkgs.openssl.out}/lib"
           export OPENSSL_INCLUDE_DIR="${pkgs.openssl.dev}/include"
-          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig:$PKG_CONFIG_PATH"
+          export PKG_CONFIG_PATH="${pkgs.openssl.dev}/lib/pkgconfig''${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+          export LD_LIBRARY_PATH="${pkgs.openssl.out}/lib''${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         '';
       };
     };
 }
-`, args, lxcImport, packages, shellName)
+`, args, lxcImport, packages, shellName, natsURL)
 	return b.String(), nil
 }

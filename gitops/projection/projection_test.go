@@ -174,6 +174,7 @@ func TestModuleEvaluates(t *testing.T) {
 		expr := `let m = import ./` + projection.ModuleFile + ` {
 			config.networking.hostName = "` + name + `";
 			lib.mkForce = v: { _force = v; };
+			pkgs = { };
 		}; in {
 			address = m.systemd.network.networks."10-uplink".networkConfig.Address;
 			routes = m.services.nats.settings.cluster.routes;

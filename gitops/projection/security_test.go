@@ -1,6 +1,8 @@
 package projection_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,25 +13,36 @@ import (
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 )
 
-// secured is the production fixtures plus testdata/secured's ClusterSecured event.
+// secured is the production fixtures plus testdata/secured's ClusterSecured event, appended to the log
+// (its sequence and cause are set after the fixtures' last event, however many there are).
 func secured(t testing.TB) *topology.Topology {
 	t.Helper()
-	dir := t.TempDir()
-	for _, src := range []string{"../../fixtures/events/*.json", "testdata/secured/*.json"} {
-		files, _ := filepath.Glob(src)
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+	evs, problems := events.Load(t.Context(), "../../fixtures/events")
+	if len(problems) > 0 {
+		t.Fatal(problems)
 	}
-	evs, problems := events.Load(t.Context(), dir)
-	top, more := topology.Fold(evs)
-	if problems = append(problems, more...); len(problems) > 0 {
+	data, err := os.ReadFile(filepath.Join("testdata", "secured", "cluster-secured.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	ev["sequence"] = last.Sequence + 1
+	ev["event_id"] = fmt.Sprintf("secured-%d", last.Sequence+1)
+	ev["causation_id"] = last.EventID
+	if data, err = json.Marshal(ev); err != nil {
+		t.Fatal(err)
+	}
+	more, problems := events.Parse("cluster-secured.json", data)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	evs = append(evs, more...)
+	top, problems := topology.Fold(evs)
+	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
 	return top

@@ -112,6 +112,8 @@ func TestFoldPermissionsPrecedence(t *testing.T) {
 func TestAccountValidation(t *testing.T) {
 	t.Parallel()
 	base := allFixtures(t)
+	next := len(base) + 1 // the sequence of the first event a case adds
+	ev := func(n int) string { return fmt.Sprintf("event %d (test-%d)", n, n) }
 	pub, seed := newUserKey(t)
 	fixtureKey := "UC2J2FICNYCVM4B5DPCZZZXEHDPVL5BUA6SKN2HYUCE3TOJTZA3CBYLQ" // cimdeploy's, 0011
 	for _, tc := range []struct {
@@ -120,9 +122,9 @@ func TestAccountValidation(t *testing.T) {
 		want []string
 	}{
 		{"unknown field", addAccount(base, events.DomainUserAdded, `{"domain":"cim","name":"x","nkey":"`+pub+`","role":"domain-service","password":"p"}`),
-			[]string{`test-20.json:1: event 20 (test-20): data.password`, "unknown field"}},
+			[]string{fmt.Sprintf("test-%d.json:1: ", next) + ev(next) + ": data.password", "unknown field"}},
 		{"a seed instead of a public key", addAccount(base, events.DomainUserAdded, `{"domain":"cim","name":"x","nkey":"`+seed+`","role":"domain-service"}`),
-			[]string{`event 20 (test-20): data.nkey: holds an nkey seed (a private key)`}},
+			[]string{ev(next) + ": data.nkey: holds an nkey seed (a private key)"}},
 		{"a seed in another field", addAccount(base, events.SystemUserAdded, `{"name":"ops","nkey":"`+pub+`","note":"`+seed+`"}`),
 			[]string{`data.note: holds an nkey seed`}},
 		{"not an nkey", addAccount(base, events.DomainUserAdded, `{"domain":"cim","name":"x","nkey":"UABC","role":"domain-service"}`),
@@ -135,7 +137,7 @@ func TestAccountValidation(t *testing.T) {
 			[]string{`data.nkey: the public key is already system user cimdeploy's`}},
 		{"user of a domain without account", addAccount(addAccount(base, events.DomainCreated, `{"name":"ops","purpose":"p","administrator":"a"}`),
 			events.DomainUserAdded, `{"domain":"ops","name":"x","nkey":"`+pub+`","role":"domain-service"}`),
-			[]string{`event 21 (test-21): data.domain: domain "ops" has no account`}},
+			[]string{ev(next+1) + `: data.domain: domain "ops" has no account`}},
 		{"account of an unknown domain", addAccount(base, events.DomainAccountDefined, `{"domain":"nope"}`),
 			[]string{`data.domain: unknown domain "nope"`}},
 		{"domain created twice", addAccount(base, events.DomainCreated, `{"name":"billing","purpose":"p","administrator":"a"}`),
@@ -151,7 +153,7 @@ func TestAccountValidation(t *testing.T) {
 		{"permissions of an unknown user", addAccount(base, events.DomainPermissionsSet, `{"domain":"cim","user":"ghost","publish":{"allow":["x"]},"subscribe":{"allow":["x"]}}`),
 			[]string{`data.user: unknown user "ghost" of domain "cim"`}},
 		{"custom role without permissions", addAccount(base, events.DomainUserAdded, `{"domain":"cim","name":"x","nkey":"`+pub+`","role":"operator"}`),
-			[]string{`event 20 (test-20): data.role: custom role "operator" has no permissions in domain "cim"`}},
+			[]string{ev(next) + `: data.role: custom role "operator" has no permissions in domain "cim"`}},
 		{"import from an unknown domain", addAccount(base, events.DomainImportDefined, `{"domain":"billing","from":"shipping","kind":"stream","subject":"shipping.>"}`),
 			[]string{`data.from: unknown domain "shipping"`}},
 		{"import of something not exported", addAccount(base, events.DomainImportDefined, `{"domain":"billing","from":"cim","kind":"stream","subject":"cim.>"}`),

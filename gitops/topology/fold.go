@@ -96,6 +96,7 @@ type folder struct {
 	networkBy *events.Event
 	serviceBy map[string]*events.Event
 	acc       accountFolder
+	operators operatorState
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
@@ -175,6 +176,8 @@ func (f *folder) apply(ev *events.Event) {
 		f.applyAccounts(ev)
 	case events.ClusterSecured:
 		f.clusterSecured(ev)
+	case events.OperatorAdded:
+		f.operatorAdded(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}

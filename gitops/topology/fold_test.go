@@ -81,7 +81,7 @@ func TestFoldFixtures(t *testing.T) {
 	if n2.Address.String() != "10.0.0.42" || n2.PrefixLength != 19 || n2.Proxmox.VMID != 202 || n2.Proxmox.MemoryMiB != 2048 {
 		t.Errorf("nats-2 = %+v", n2)
 	}
-	if top.Sequence != 9 || top.Network.CIDR.String() != "10.0.0.0/19" || top.Network.Gateway.String() != "10.0.0.1" {
+	if top.Sequence != clusterEvents || top.Network.CIDR.String() != "10.0.0.0/19" || top.Network.Gateway.String() != "10.0.0.1" {
 		t.Errorf("topology = %+v", top)
 	}
 	n := top.Services.NATS
@@ -120,7 +120,7 @@ func must(t *topology.Topology, ps events.Problems) *topology.Topology {
 
 func TestNodeLifecycle(t *testing.T) {
 	t.Parallel()
-	evs := add(fixtures(t), "NodeUpdated", `{"name":"nats-2","proxmox":{"cores":4,"memory_mib":4096}}`)
+	evs := add(fixtures(t)[:9], "NodeUpdated", `{"name":"nats-2","proxmox":{"cores":4,"memory_mib":4096}}`)
 	evs = add(evs, "NodeRemoved", `{"name":"nats-3","reason":"decommissioned"}`)
 	evs = add(evs, "NodeAdded", `{"name":"nats-4","system":"x86_64-linux","state_version":"25.11",
 		"proxmox":{"host":"pve1","vmid":204,"cores":2,"memory_mib":2048,"storage":"local-lvm","bridge":"vmbr0"},
@@ -148,7 +148,7 @@ func TestNodeLifecycle(t *testing.T) {
 // and field.
 func TestValidation(t *testing.T) {
 	t.Parallel()
-	base := fixtures(t)
+	base := fixtures(t)[:9] // the cluster's events; the cases below append after them
 	setNode := func(seq uint64, key string, v any) []events.Event {
 		return edit(t, base, seq, func(d map[string]any) { d[key] = v })
 	}
@@ -296,7 +296,7 @@ func TestValidation(t *testing.T) {
 
 func TestAllProblemsInOneRun(t *testing.T) {
 	t.Parallel()
-	evs := edit(t, fixtures(t), 2, func(d map[string]any) { d["name"] = "NATS-1" })
+	evs := edit(t, fixtures(t)[:9], 2, func(d map[string]any) { d["name"] = "NATS-1" })
 	evs = edit(t, evs, 4, func(d map[string]any) { d["proxmox"].(map[string]any)["vmid"] = 202 })
 	evs = add(evs, "NodeRemoved", `{"name":"nats-8"}`)
 	_, problems := topology.Fold(evs)

@@ -21,6 +21,8 @@ type Topology struct {
 	Domains  map[string]Domain `json:"domains,omitempty"`
 	Accounts *Accounts         `json:"accounts,omitempty"`
 	Security *Security         `json:"security,omitempty"`
+	// Operators are the people (and cimdeploy's deploy key) who log in to the nodes, by user name.
+	Operators map[string]Operator `json:"operators,omitempty"`
 }
 
 // Domain is what DomainCreated says.
