@@ -92,6 +92,7 @@ type folder struct {
 	problems  events.Problems
 	nodes     map[string]*nodeState
 	removedBy map[string]*events.Event
+	removed   map[string]*nodeState // the last state of each removed node (removed.go)
 	domainBy  *events.Event
 	networkBy *events.Event
 	serviceBy map[string]*events.Event
@@ -113,6 +114,7 @@ func Fold(evs []events.Event) (*Topology, events.Problems) {
 		f.apply(ev)
 	}
 	f.finish()
+	f.finishRemoved()
 	return f.t, f.problems
 }
 
@@ -381,6 +383,7 @@ func (f *folder) nodeRemoved(ev *events.Event) {
 		f.problem(ev, "data.name", "%s", f.unknownNode(r.Name))
 		return
 	}
+	f.keepRemoved(r.Name)
 	delete(f.nodes, r.Name)
 	f.removedBy[r.Name] = ev
 }

@@ -16,6 +16,9 @@ type Topology struct {
 	Network  Network         `json:"network"`
 	Nodes    map[string]Node `json:"nodes"`
 	Services Services        `json:"services"`
+	// Removed are the nodes a NodeRemoved event took out (and no later NodeAdded brought back), as
+	// they were before: the rollout takes them out of the running cluster. Not part of the JSON form.
+	Removed map[string]Node `json:"-"`
 }
 
 // Domain is what DomainCreated says.
