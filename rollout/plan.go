@@ -51,6 +51,13 @@ type Observation struct {
 	Generations []Generation `json:"generations,omitempty"`
 	Container   string       `json:"container,omitempty"` // remote.ContainerState of an unreachable node
 	Record      NodeState    `json:"record"`
+	// Removed marks a node the events removed that the cluster still has (remove.go); Reachable then
+	// says its NATS server answers, and Container is asked of Proxmox in any case.
+	Removed bool `json:"removed,omitempty"`
+	VMID    int  `json:"vmid,omitempty"`
+	// Streams are the streams on a removed node's server (StreamsErr: why they are unknown).
+	Streams    []StreamCopy `json:"streams,omitempty"`
+	StreamsErr string       `json:"streams_error,omitempty"`
 }
 
 // NodePlan is one node's part of a Plan.
@@ -101,6 +108,11 @@ type Plan struct {
 	// RevertAll reverts the nodes this rollout switched when a later node fails.
 	RevertAll bool      `json:"revert_all,omitempty"`
 	Created   time.Time `json:"created"`
+	// Removals are the nodes the events removed that the cluster still has, taken out after the
+	// switches (remove.go).
+	Removals []Removal `json:"removals,omitempty"`
+	// DestroyRemoved destroys the containers of the removed nodes too.
+	DestroyRemoved bool `json:"destroy_removed,omitempty"`
 }
 
 // PlanInput is what NewPlan plans from.
@@ -113,6 +125,10 @@ type PlanInput struct {
 	Force     bool
 	RevertAll bool
 	Now       time.Time
+	// DestroyRemoved destroys the containers of removed nodes; RemoveProblem, when not "", is why
+	// no node can be taken out of the JetStream meta group (no system account).
+	DestroyRemoved bool
+	RemoveProblem  string
 }
 
 // Refused reports whether the plan must not start.
@@ -126,6 +142,11 @@ func (p *Plan) Changes() int {
 			n++
 		}
 	}
+	for _, rm := range p.Removals {
+		if rm.Deferred == "" {
+			n++
+		}
+	}
 	return n
 }
 
@@ -133,6 +154,7 @@ func (p *Plan) Changes() int {
 func NewPlan(in PlanInput) *Plan {
 	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now}
 	observed := map[string]Observation{}
+	in.Observed = planRemovals(p, in)
 	for _, o := range in.Observed {
 		observed[o.Node] = o
 		if o.Reachable {

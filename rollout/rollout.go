@@ -52,6 +52,8 @@ type Request struct {
 	Targets       []Target
 	Force         bool
 	RevertAll     bool
+	// DestroyRemoved destroys the containers of the nodes the events removed, once taken out.
+	DestroyRemoved bool
 }
 
 // Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
@@ -60,8 +62,14 @@ func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewPlan(PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
-		Force: req.Force, RevertAll: req.RevertAll, Now: r.now()}), nil
+	in := PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
+		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved}
+	if mr, ok := r.Cluster.(MetaRemover); !ok {
+		in.RemoveProblem = "the cluster cannot take servers out of the JetStream meta group"
+	} else if err := mr.CanRemove(); err != nil {
+		in.RemoveProblem = err.Error()
+	}
+	return NewPlan(in), nil
 }
 
 // Observe looks at every node of the topology at once: what it runs, its generations, what the state
@@ -81,7 +89,16 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, "", err
 	}
+	removed, err := r.observeRemoved(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	reachable := 0
+	for _, o := range removed {
+		if o.Reachable { // still routed to: every gate counts it until it is taken out
+			reachable++
+		}
+	}
 	for _, o := range obs {
 		if o.Reachable {
 			reachable++
@@ -113,7 +130,7 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 			}
 		}
 	}
-	return obs, leader, nil
+	return append(obs, removed...), leader, nil
 }
 
 func (r *Rollout) observe(ctx context.Context, name string) (Observation, error) {
@@ -200,6 +217,9 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 		if np.Action == ActionSwitch {
 			switched = append(switched, nr)
 		}
+	}
+	if res.Status == StatusSuccess {
+		r.runRemovals(ctx, plan, res, members, tr, log)
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res

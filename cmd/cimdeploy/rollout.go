@@ -27,6 +27,8 @@ type rolloutOptions struct {
 	nodes  []string
 	all    bool
 	noWait bool
+	// destroyRemoved destroys the containers of the nodes the events removed (after the question).
+	destroyRemoved bool
 	confirm
 }
 
@@ -48,6 +50,14 @@ func newRolloutCommand(g *globalOptions) *cobra.Command {
 a time: followers first, the JetStream meta leader last; new nodes (no container yet) are created from
 their template first. Before any node is touched, every node must be healthy and clustered, and each node
 to switch must run what cimdeploy last deployed there (--force overrides both).
+
+Nodes the events removed (NodeRemoved) that the cluster still has are taken out after a rollout of every
+remaining node (--all): the streams on the node must each have a current copy on another server (an R1
+stream on it refuses the removal, naming the stream); then it is stopped (pct stop on its Proxmox host,
+or systemctl stop nats.service), removed from the JetStream meta group ($JS.API.SERVER.REMOVE, which
+needs the system account: --system-creds-file or CIMDEPLOY_ROLLOUT_SYSTEM_USER), the remaining nodes
+are gated without it, and it is recorded as removed. Its container is kept unless --destroy-removed
+(pct destroy --purge 1), which is confirmed like the plan.
 
 Per node: copy the closure; arm a dead-man timer on the node (systemd-run --on-active) that switches it
 back to its previous generation unless the controller confirms in time (--confirm-timeout); set the
@@ -77,6 +87,7 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events and the plan as JSON lines")
+	f.BoolVar(&opts.destroyRemoved, "destroy-removed", false, "destroy the containers of the nodes the events removed (pct destroy --purge), once taken out of the cluster")
 	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
@@ -99,7 +110,7 @@ func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) erro
 	case !opts.yes && !opts.dryRun && !isTerminal(g.stdin):
 		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
 	}
-	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun,
+	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun, DestroyRemoved: opts.destroyRemoved,
 		Confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
 			return confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
 		}}
@@ -130,7 +141,7 @@ func confirmPlan(ctx context.Context, g *globalOptions, nixCfg nixrunner.Config,
 	case c.yes:
 		return true, nil
 	}
-	return ask(ctx, g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))
+	return ask(ctx, g, question(plan))
 }
 
 // ask asks a yes/no question on the terminal; anything but y or yes is no. An interrupt while it waits
@@ -209,6 +220,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, np.Action, cur, target, np.Reason)
 	}
 	tw.Flush()
+	printRemovals(w, plan)
 	if len(plan.Problems) > 0 {
 		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")
 		for _, p := range plan.Problems {
