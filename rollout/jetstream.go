@@ -33,7 +33,8 @@ type StreamCopy struct {
 	Stream   string `json:"stream"`
 	Replicas int    `json:"replicas"` // the stream's configured replicas (num_replicas)
 	// Elsewhere counts the current copies on other servers: the leader, when another server leads
-	// it, and each replica that is current and not offline.
+	// it, and each replica that is current and not offline. Seen from a follower it is a lower bound
+	// (at least 1: the leader), since only a stream's leader tracks whether its replicas are current.
 	Elsewhere int `json:"elsewhere"`
 }
 
@@ -120,15 +121,31 @@ func (n *NATS) StreamsOn(ctx context.Context, node string) ([]StreamCopy, error)
 	return out, nil
 }
 
-// MetaPeers implements MetaRemover with via's /jsz meta_cluster: its leader and replicas.
+// MetaPeers implements MetaRemover with /jsz meta_cluster (its leader and replicas) of the meta leader
+// that via's server names, or of via's server when the leader is not known here: only the leader's
+// view lists every peer (a follower's raft does not track the others).
 func (n *NATS) MetaPeers(ctx context.Context, via string) ([]string, error) {
-	srv, err := n.server(via)
+	peers, leader, err := n.metaView(ctx, via)
+	if err != nil || leader == "" || leader == via {
+		return peers, err
+	}
+	if _, known := n.Servers[leader]; !known {
+		return peers, nil
+	}
+	if lp, l, err := n.metaView(ctx, leader); err == nil && l == leader {
+		return lp, nil
+	}
+	return peers, nil
+}
+
+// metaView is the meta group as node's /jsz tells it: node, its leader and replicas, sorted.
+func (n *NATS) metaView(ctx context.Context, node string) ([]string, string, error) {
+	srv, err := n.server(node)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var jsz struct {
 		Meta *struct {
-			Name     string `json:"name"`
 			Leader   string `json:"leader"`
 			Replicas []struct {
 				Name string `json:"name"`
@@ -136,24 +153,20 @@ func (n *NATS) MetaPeers(ctx context.Context, via string) ([]string, error) {
 		} `json:"meta_cluster"`
 	}
 	if err := n.getJSON(ctx, srv.Monitor+"/jsz", &jsz); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if jsz.Meta == nil {
-		return nil, fmt.Errorf("/jsz of %s: no JetStream meta group", via)
+		return nil, "", fmt.Errorf("/jsz of %s: no JetStream meta group", node)
 	}
-	peers := []string{}
+	peers := []string{node}
 	if jsz.Meta.Leader != "" {
 		peers = append(peers, jsz.Meta.Leader)
-	}
-	// The leader's view lists the other peers; a follower's lists the others but itself.
-	if jsz.Meta.Leader != via {
-		peers = append(peers, via)
 	}
 	for _, r := range jsz.Meta.Replicas {
 		peers = append(peers, r.Name)
 	}
 	slices.Sort(peers)
-	return slices.Compact(peers), nil
+	return slices.Compact(peers), jsz.Meta.Leader, nil
 }
 
 // RemoveServer implements MetaRemover: a request on $JS.API.SERVER.REMOVE with {"peer": server} (the
