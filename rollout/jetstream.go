@@ -122,18 +122,23 @@ func (n *NATS) StreamsOn(ctx context.Context, node string) ([]StreamCopy, error)
 }
 
 // MetaPeers implements MetaRemover with /jsz meta_cluster (its leader and replicas) of the meta leader
-// that via's server names, or of via's server when the leader is not known here: only the leader's
-// view lists every peer (a follower's raft does not track the others).
+// that via's server names: only the leader's view lists every peer for sure (a follower's raft does
+// not track the others, and during an election a view lacks peers). No leader, or one that does not
+// answer as the leader, is an error.
 func (n *NATS) MetaPeers(ctx context.Context, via string) ([]string, error) {
-	peers, leader, err := n.metaView(ctx, via)
-	if err != nil || leader == "" || leader == via {
-		return peers, err
+	_, leader, err := n.metaView(ctx, via)
+	switch {
+	case err != nil:
+		return nil, err
+	case leader == "":
+		return nil, fmt.Errorf("/jsz of %s: no JetStream meta leader", via)
 	}
-	if _, known := n.Servers[leader]; !known {
-		return peers, nil
-	}
-	if lp, l, err := n.metaView(ctx, leader); err == nil && l == leader {
-		return lp, nil
+	peers, l, err := n.metaView(ctx, leader)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("meta leader %s (named by %s): %w", leader, via, err)
+	case l != leader:
+		return nil, fmt.Errorf("meta leader %s (named by %s) names %q as the leader", leader, via, l)
 	}
 	return peers, nil
 }
