@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,10 @@ type Container struct {
 	Gateway      netip.Addr
 	Unprivileged bool
 	Features     []string // nesting=1, ...
+	// RootfsGiB is the root disk's size (--rootfs Storage:RootfsGiB); 0: Proxmox's default (4).
+	RootfsGiB int
+	// OnBoot starts the container with its Proxmox host (--onboot 1).
+	OnBoot bool
 	// Template is the template volume to create from: Uploaded.Volume.
 	Template string
 	// SSHAddr is where cimdeploy reaches the container's sshd (host or host:port, as in Host.Addr),
@@ -123,6 +128,9 @@ func (c Container) Validate() error {
 			bad("feature %q: want name=value", f)
 		}
 	}
+	if c.RootfsGiB < 0 {
+		bad("rootfs %d GiB: want a size, or 0 for Proxmox's default", c.RootfsGiB)
+	}
 	if !volumeID.MatchString(c.Template) {
 		bad("template %q: want a volume such as local:vztmpl/nats-1-<sha256>.tar.xz", c.Template)
 	}
@@ -141,6 +149,12 @@ func (c Container) createArgv() []string {
 	}
 	if len(c.Features) > 0 {
 		argv = append(argv, "--features", strings.Join(c.Features, ","))
+	}
+	if c.RootfsGiB > 0 { // a new volume: STORAGE_ID:SIZE_IN_GiB (pct(1), --rootfs)
+		argv = append(argv, "--rootfs", fmt.Sprintf("%s:%d", c.Storage, c.RootfsGiB))
+	}
+	if c.OnBoot {
+		argv = append(argv, "--onboot", "1")
 	}
 	return append(argv, "--ostype", OSType)
 }
@@ -385,6 +399,9 @@ func drift(c Container, conf map[string]string) []string {
 	check("memory", strconv.Itoa(c.MemoryMiB))
 	check("unprivileged", boolFlag(c.Unprivileged))
 	check("ostype", OSType)
+	if got := conf["onboot"]; (got == "1") != c.OnBoot {
+		d = append(d, fmt.Sprintf("onboot: %s, want %s", cmp.Or(got, "0"), boolFlag(c.OnBoot)))
+	}
 	if len(c.Features) > 0 {
 		check("features", strings.Join(c.Features, ","))
 	}

@@ -95,5 +95,7 @@ func ContainerFor(name string, top *topology.Topology) remote.Container {
 		Gateway:      top.Network.Gateway,
 		Unprivileged: n.Proxmox.Unprivileged,
 		Features:     n.Proxmox.Features,
+		RootfsGiB:    n.Proxmox.RootfsGiB,
+		OnBoot:       n.Proxmox.OnBoot,
 	}
 }

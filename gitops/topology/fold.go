@@ -409,6 +409,7 @@ func (f *folder) checkNode(ev *events.Event, s *nodeSpec) bool {
 	for i, feat := range p.Features {
 		ok = f.check(ev, fmt.Sprintf("data.proxmox.features[%d]", i), checkMatch(feat, feature, "a container feature such as nesting=1")) && ok
 	}
+	ok = f.checkContainer(ev, p) && ok
 	if s.Proxmox.Features == nil {
 		s.Proxmox.Features = []string{}
 	}

@@ -56,6 +56,10 @@ type Proxmox struct {
 	Bridge       string   `json:"bridge"`
 	Unprivileged bool     `json:"unprivileged"`
 	Features     []string `json:"features"`
+	// RootfsGiB is the size of the root disk in GiB (pct create --rootfs STORAGE:SIZE); 0 leaves it
+	// to Proxmox (4). OnBoot starts the container when its Proxmox host boots (--onboot 1).
+	RootfsGiB int  `json:"rootfs_gib,omitempty"`
+	OnBoot    bool `json:"onboot,omitempty"`
 }
 
 // Services are the services every node of the cluster runs; nil means not added.
