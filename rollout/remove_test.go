@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/remote"
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
@@ -93,5 +95,89 @@ func TestPlanDefersARemovalUntilEveryRemainingNodeIsRolledOut(t *testing.T) {
 	}
 	if p.Changes() != 1 || !slices.Contains(p.Members, "nats-3") {
 		t.Errorf("changes %d, members %v", p.Changes(), p.Members)
+	}
+}
+
+// removedWorld is a fake world of three nodes whose events removed nats-3, which still runs in its
+// container 203 on the fake Proxmox host.
+func removedWorld(t *testing.T) *fakeWorld {
+	t.Helper()
+	w := newFakeWorld(t, 3)
+	w.top.Removed = map[string]topology.Node{"nats-3": w.top.Nodes["nats-3"]}
+	delete(w.top.Nodes, "nats-3")
+	w.proxmox.Attach(w.systems["nats-3"].Node)
+	w.proxmox.AddContainer(remote.Container{VMID: 203, Hostname: "nats-3"}, true)
+	return w
+}
+
+func TestRolloutTakesARemovedNodeOut(t *testing.T) {
+	t.Parallel()
+	w := removedWorld(t)
+	w.cluster.SetStreams("nats-3", rollout.StreamCopy{Account: "APP", Stream: "ORDERS", Replicas: 3, Elsewhere: 2})
+	ctx := t.Context()
+	plan, res, _ := w.rollout(ctx, t, rollout.Request{RunID: "r1", Commit: "b", Targets: w.targets("b"), DestroyRemoved: true})
+	if res.Status != rollout.StatusSuccess {
+		t.Fatalf("rollout %s: %s\n%s", res.Status, res.Error, w.log)
+	}
+	if got := strings.Join(nodeOrder(res), ","); got != "nats-2,nats-1,nats-3" && got != "nats-1,nats-2,nats-3" {
+		t.Errorf("order %s: the removal comes after the switches", got)
+	}
+	if nr := res.Node("nats-3"); nr == nil || nr.Action != rollout.ActionRemove || nr.Status != rollout.StatusSuccess || !nr.Destroyed {
+		t.Errorf("nats-3: %+v", nr)
+	}
+	if len(plan.Removals) != 1 || !plan.Removals[0].Running {
+		t.Errorf("removals %+v", plan.Removals)
+	}
+	if w.cluster.InMeta("nats-3") {
+		t.Error("nats-3 is still in the meta group")
+	}
+	if _, st := w.proxmox.Container(203); st != remote.ContainerMissing {
+		t.Errorf("container 203 is %s, want destroyed", st)
+	}
+	rec, _, err := rollout.ReadState(ctx, w.store, "nats-3")
+	if err != nil || rec.Removed.IsZero() || rec.RemovedRunID != "r1" || !rec.Destroyed {
+		t.Errorf("record of nats-3: %+v, %v", rec, err)
+	}
+	for _, n := range []string{"nats-1", "nats-2"} {
+		if err := w.cluster.Health(ctx, n, 1); err != nil {
+			t.Errorf("%s after the removal: %v", n, err)
+		}
+	}
+
+	// Taken out: the next rollout has nothing to remove.
+	plan, err = w.r.Plan(ctx, rollout.Request{RunID: "r2", Commit: "b", Targets: w.targets("b")})
+	if err != nil || len(plan.Removals) != 0 || plan.Refused() {
+		t.Errorf("plan after the removal: %+v, %v", plan, err)
+	}
+}
+
+func TestRolloutKeepsAContainerAndRefusesToLoseAStream(t *testing.T) {
+	t.Parallel()
+	w := removedWorld(t)
+	ctx := t.Context()
+	plan, err := w.r.Plan(ctx, rollout.Request{RunID: "r1", Commit: "b", Targets: w.targets("b")})
+	if err != nil || plan.Refused() {
+		t.Fatalf("plan: %v %v", plan.Problems, err)
+	}
+	// An R1 stream lands on nats-3 after the plan: the removal checks again and stops there.
+	w.cluster.SetStreams("nats-3", rollout.StreamCopy{Account: "APP", Stream: "SCRATCH", Replicas: 1})
+	res := w.r.Run(ctx, plan, nil)
+	if res.Status != rollout.StatusFailed || !strings.Contains(res.Error, "APP/SCRATCH (R1") {
+		t.Fatalf("rollout %s: %s", res.Status, res.Error)
+	}
+	if !w.cluster.InMeta("nats-3") || !w.systems["nats-3"].Up() {
+		t.Error("nats-3 was touched")
+	}
+	// The stream gone, without --destroy-removed: stopped and out, its container kept.
+	w.cluster.SetStreams("nats-3")
+	plan, res, _ = w.rollout(ctx, t, rollout.Request{RunID: "r2", Commit: "b", Targets: w.targets("b")})
+	if res.Status != rollout.StatusSuccess || w.cluster.InMeta("nats-3") {
+		t.Fatalf("rollout %s: %s", res.Status, res.Error)
+	}
+	if _, st := w.proxmox.Container(203); st != remote.ContainerStopped {
+		t.Errorf("container 203 is %s, want stopped and kept", st)
+	}
+	if rec, _, _ := rollout.ReadState(ctx, w.store, "nats-3"); rec.Removed.IsZero() || rec.Destroyed {
+		t.Errorf("record of nats-3: %+v", rec)
 	}
 }
