@@ -170,7 +170,14 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 			problem("%s", in.RemoveProblem)
 		}
 		step("wait until every remaining node is healthy without it and out of the meta group")
-		if in.DestroyRemoved && o.Container != string(remote.ContainerMissing) {
+		switch {
+		case !in.DestroyRemoved:
+		case o.Container == "":
+			problem("--destroy-removed: no Proxmox host (CIMDEPLOY_PROXMOX_HOST) to destroy container %d on", o.VMID)
+		case o.Container == string(remote.ContainerMissing):
+			rm.Destroy = false
+			step(fmt.Sprintf("nothing to destroy: container %d does not exist", o.VMID))
+		default:
 			step(fmt.Sprintf("destroy its container: pct destroy %d --purge 1", o.VMID))
 		}
 		step("record it as removed")
@@ -293,7 +300,7 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 
 	// 5. Destroy (when asked) and record.
 	st.Progress(ctx, 5, steps, "record")
-	if plan.DestroyRemoved && rm.VMID != 0 {
+	if rm.Destroy && rm.VMID != 0 {
 		if lc == nil {
 			return fail("destroy its container", errors.New("no Proxmox host (CIMDEPLOY_PROXMOX_HOST)"))
 		}

@@ -201,7 +201,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		what = "each node's own target"
 	}
 	fmt.Fprintf(w, "rollout plan %s: %s, JetStream meta leader %s, %d of %d node(s) to change\n",
-		plan.RunID, what, orNone(plan.Leader), plan.Changes(), len(plan.Nodes))
+		plan.RunID, what, orNone(plan.Leader), plan.Changes(), len(plan.Nodes)+len(plan.Removals))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tACTION\tCURRENT\tTARGET\tWHY")
 	for _, np := range plan.Nodes {
