@@ -81,6 +81,9 @@ type Container struct {
 	// Recreate destroys an existing container and creates it anew. Never set it by default: it
 	// loses the container's state.
 	Recreate bool
+	// BeforeStart, when set, runs after pct create and before the first pct start (to put data kept
+	// from the container it replaces into its rootfs: DataKeeper.RestoreData).
+	BeforeStart func(ctx context.Context) error
 }
 
 var (
@@ -309,6 +312,11 @@ func (p *PCT) ensure(ctx context.Context, c Container) (Ensured, error) {
 		return res, err
 	}
 	res.Created = !res.Recreated
+	if c.BeforeStart != nil {
+		if err := c.BeforeStart(ctx); err != nil {
+			return res, err
+		}
+	}
 	if err := p.pct(ctx, "start", id); err != nil {
 		return res, err
 	}

@@ -279,10 +279,17 @@ func (p *Proxmox) ensure(ctx context.Context, c remote.Container) (remote.Ensure
 			Err: &remote.ExitError{Code: 255, Stderr: fmt.Sprintf("volume '%s' does not exist\n", c.Template)}}
 	}
 	stored := c
-	stored.SSH, stored.Recreate = nil, false
+	stored.SSH, stored.Recreate, stored.BeforeStart = nil, false, nil
 	n := &container{c: stored}
 	p.containers[c.VMID] = n
 	res.Created = !res.Recreated
+	p.mu.Unlock()
+	if c.BeforeStart != nil {
+		if err := c.BeforeStart(ctx); err != nil {
+			return res, err
+		}
+	}
+	p.mu.Lock()
 	p.startLocked(n)
 	p.mu.Unlock()
 	res.Started = true
