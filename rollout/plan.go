@@ -113,6 +113,8 @@ type Plan struct {
 	Removals []Removal `json:"removals,omitempty"`
 	// DestroyRemoved destroys the containers of the removed nodes too.
 	DestroyRemoved bool `json:"destroy_removed,omitempty"`
+	// KeepData keeps the JetStream data of the nodes it recreates (recreate.go).
+	KeepData bool `json:"keep_data,omitempty"`
 }
 
 // PlanInput is what NewPlan plans from.
@@ -129,6 +131,9 @@ type PlanInput struct {
 	// no node can be taken out of the JetStream meta group (no system account).
 	DestroyRemoved bool
 	RemoveProblem  string
+	// Recreate recreates every target's container from its template, keeping its JetStream data with
+	// KeepData, wiping it otherwise (recreate.go).
+	Recreate, KeepData bool
 }
 
 // Refused reports whether the plan must not start.
@@ -138,7 +143,7 @@ func (p *Plan) Refused() bool { return len(p.Problems) > 0 && !p.Force }
 func (p *Plan) Changes() int {
 	n := 0
 	for _, np := range p.Nodes {
-		if np.Action == ActionSwitch || np.Action == ActionProvision {
+		if np.Action == ActionSwitch || np.Action == ActionProvision || np.Action == ActionRecreate {
 			n++
 		}
 	}
@@ -152,7 +157,8 @@ func (p *Plan) Changes() int {
 
 // NewPlan decides, without any I/O, what the rollout does to each target and in which order.
 func NewPlan(in PlanInput) *Plan {
-	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now}
+	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now,
+		KeepData: in.Recreate && in.KeepData}
 	observed := map[string]Observation{}
 	in.Observed = planRemovals(p, in)
 	for _, o := range in.Observed {
@@ -172,7 +178,7 @@ func NewPlan(in PlanInput) *Plan {
 		if !ok {
 			o = Observation{Node: t.Node, Problem: "not observed"}
 		}
-		np := planNode(t, o, in)
+		np := recreatePlan(planNode(t, o, in), t, o, in)
 		np.Leader = t.Node == in.Leader
 		if np.Action == ActionRefuse {
 			p.Problems = append(p.Problems, fmt.Sprintf("%s: %s", np.Node, np.Reason))

@@ -54,6 +54,9 @@ type Request struct {
 	RevertAll     bool
 	// DestroyRemoved destroys the containers of the nodes the events removed, once taken out.
 	DestroyRemoved bool
+	// Recreate recreates the targets' containers from their templates, keeping their JetStream data
+	// with KeepData, wiping it otherwise.
+	Recreate, KeepData bool
 }
 
 // Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
@@ -63,7 +66,11 @@ func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
 		return nil, err
 	}
 	in := PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
-		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved}
+		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved,
+		Recreate: req.Recreate, KeepData: req.KeepData}
+	if req.Recreate && !req.KeepData {
+		r.observeStreams(ctx, obs, req.Targets)
+	}
 	if mr, ok := r.Cluster.(MetaRemover); !ok {
 		in.RemoveProblem = "the cluster cannot take servers out of the JetStream meta group"
 	} else if err := mr.CanRemove(); err != nil {
@@ -211,7 +218,7 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 			}
 			break
 		}
-		if np.Action == ActionProvision {
+		if np.Action == ActionProvision || (np.Action == ActionRecreate && np.Current == "") {
 			members++
 		}
 		if np.Action == ActionSwitch {
@@ -318,6 +325,8 @@ func (r *Rollout) step(ctx context.Context, plan *Plan, np NodePlan, members int
 			r.recordAt(context.WithoutCancel(ctx), plan, np, np.CurrentGeneration, log)
 		case ActionProvision:
 			nr = r.provision(ctx, plan, np, members, st, log)
+		case ActionRecreate:
+			nr = r.recreate(ctx, plan, np, members, st, log)
 		case ActionSwitch:
 			nr = r.switchNode(ctx, plan, np, switchIDs(plan.RunID, np.Node, ""), members-1, st, log)
 		default:

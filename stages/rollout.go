@@ -33,6 +33,8 @@ type Rollout struct {
 	RevertAll bool
 	// DestroyRemoved destroys the containers of the nodes the events removed (rollout.Request).
 	DestroyRemoved bool
+	// Recreate and KeepData recreate the nodes' containers (rollout.Request).
+	Recreate, KeepData bool
 	// Targets, when set, decides what each node should run instead of the run's build (a rollback).
 	Targets func(ctx context.Context, r *rollout.Rollout, run *pipeline.Run) ([]rollout.Target, error)
 	// Confirm is asked with the plan before any node is touched; false ends the stage with nothing
@@ -70,7 +72,8 @@ func (ro Rollout) Run(ctx context.Context, s *pipeline.StageRun) error {
 	if err != nil {
 		return err
 	}
-	plan, err := r.Plan(ctx, rollout.Request{RunID: run.ID, Commit: run.Commit, Targets: targets, Force: ro.Force, RevertAll: ro.RevertAll, DestroyRemoved: ro.DestroyRemoved})
+	plan, err := r.Plan(ctx, rollout.Request{RunID: run.ID, Commit: run.Commit, Targets: targets, Force: ro.Force, RevertAll: ro.RevertAll, DestroyRemoved: ro.DestroyRemoved,
+		Recreate: ro.Recreate, KeepData: ro.KeepData})
 	if err != nil {
 		return err
 	}

@@ -29,8 +29,21 @@ func printRemovals(w io.Writer, plan *rollout.Plan) {
 // question is what the plan asks before it changes anything.
 func question(plan *rollout.Plan) string {
 	var parts []string
-	if n := plan.Changes() - removals(plan, false); n > 0 {
+	recreated := 0
+	for _, np := range plan.Nodes {
+		if np.Action == rollout.ActionRecreate {
+			recreated++
+		}
+	}
+	if n := plan.Changes() - removals(plan, false) - recreated; n > 0 {
 		parts = append(parts, fmt.Sprintf("Switch %d node(s) to %s", n, short(plan.Commit)))
+	}
+	if recreated > 0 {
+		data := "their JetStream data WIPED"
+		if plan.KeepData {
+			data = "their JetStream data kept"
+		}
+		parts = append(parts, fmt.Sprintf("DESTROY and recreate %d container(s) from their templates, %s", recreated, data))
 	}
 	if n := removals(plan, false); n > 0 {
 		parts = append(parts, fmt.Sprintf("take %d removed node(s) out of the cluster", n))
