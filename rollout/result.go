@@ -87,6 +87,8 @@ func (n NodeResult) note() string {
 		return fmt.Sprintf("rolled back to generation %d", n.FromGeneration)
 	case n.Status != StatusSuccess:
 		return ""
+	case n.Action == ActionRecreate && n.Status == StatusSuccess:
+		return fmt.Sprintf("recreated from its template, generation %d, rejoined in %s", n.Generation, n.Rejoin.Round(time.Millisecond))
 	case n.Action == ActionRemove && n.Destroyed:
 		return "taken out of the cluster, container destroyed"
 	case n.Action == ActionRemove:
