@@ -80,6 +80,12 @@ type RunOptions struct {
 	// DryRun looks at the Proxmox host without changing it (templates are named, not uploaded);
 	// pair it with a Confirm that says no.
 	DryRun bool
+	// DestroyRemoved destroys the containers of the nodes the events removed, once the rollout took
+	// them out of the cluster.
+	DestroyRemoved bool
+	// Recreate recreates the nodes' containers from their templates, keeping their JetStream data with
+	// KeepData, wiping it otherwise.
+	Recreate, KeepData bool
 	// Confirm is asked with the rollout's plan before any node is touched; false ends the rollout
 	// with nothing changed. nil goes ahead.
 	Confirm func(ctx context.Context, plan *rollout.Plan) (bool, error)
@@ -133,6 +139,7 @@ func (d *Deployer) Stages(kind pipeline.Kind, opts RunOptions, output io.Writer)
 		}
 		plan = append(plan,
 			stages.Rollout{Events: cfg.Events, Nodes: opts.Nodes, Force: opts.Force, RevertAll: cfg.RevertAll,
+				DestroyRemoved: opts.DestroyRemoved, Recreate: opts.Recreate, KeepData: opts.KeepData,
 				Confirm: opts.Confirm, Done: opts.Done,
 				Connect: func(_ context.Context, top *topology.Topology) (*rollout.Rollout, func(), error) {
 					r, err := rollout.Connect(pool, top, cfg.Remote, cfg.Rollout, d.store, d.logger)

@@ -69,6 +69,7 @@ func TestContract(t *testing.T) {
 				{name: "CopyClosureSendsExactlyTheMissingPaths", test: testCopyClosure},
 				{name: "EnsureContainerCreatesStartsAndWaits", test: testEnsureContainer},
 				{name: "EnsureContainerPctFailureVerbatim", test: testEnsureContainerFails},
+				{name: "StopAndDestroyContainer", test: testStopDestroyContainer},
 			} {
 				t.Run(tc.name, func(t *testing.T) { tc.test(t, impl.world(t)) })
 			}
@@ -455,5 +456,53 @@ func testEnsureContainerFails(t *testing.T, w *world) {
 	bad.Bridge = "vmbr0,firewall=0"
 	if _, err := w.proxmox.EnsureContainer(ctx, bad); err == nil || !strings.Contains(err.Error(), "bridge") {
 		t.Errorf("bridge with a comma: %v, want it refused", err)
+	}
+}
+
+// testStopDestroyContainer: a container created with a root disk size and start on boot (pct's own
+// syntax, which the lab's pct checks) is stopped, refused to a wrong hostname, destroyed; stopping or
+// destroying what is already so is no error.
+func testStopDestroyContainer(t *testing.T, w *world) {
+	ctx := t.Context()
+	lc, ok := w.proxmox.(remote.Lifecycle)
+	if !ok {
+		t.Fatalf("%T is no remote.Lifecycle", w.proxmox)
+	}
+	c, file := w.newContainer(t)
+	up, err := w.proxmox.UploadTemplate(ctx, remote.Template{Node: c.Hostname, File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Template, c.RootfsGiB, c.OnBoot = up.Volume, 8, true
+	if _, err := w.proxmox.EnsureContainer(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.DestroyContainer(ctx, c.VMID, c.Hostname); err == nil || !strings.Contains(err.Error(), "running") {
+		t.Errorf("destroy a running container: %v, want refused", err)
+	}
+	if _, err := lc.StopContainer(ctx, c.VMID, "someone-else"); !errors.Is(err, remote.ErrForeignContainer) {
+		t.Errorf("stop under another hostname: %v, want ErrForeignContainer", err)
+	}
+	was, err := lc.StopContainer(ctx, c.VMID, c.Hostname)
+	if err != nil || was != remote.ContainerRunning {
+		t.Fatalf("stop: was %s, %v", was, err)
+	}
+	if st, _ := w.proxmox.Status(ctx, c.VMID); st != remote.ContainerStopped {
+		t.Errorf("status after stop: %s", st)
+	}
+	if was, err := lc.StopContainer(ctx, c.VMID, c.Hostname); err != nil || was != remote.ContainerStopped {
+		t.Errorf("stop again: was %s, %v; want stopped, no error", was, err)
+	}
+	if err := lc.DestroyContainer(ctx, c.VMID, "someone-else"); !errors.Is(err, remote.ErrForeignContainer) {
+		t.Errorf("destroy under another hostname: %v, want ErrForeignContainer", err)
+	}
+	if err := lc.DestroyContainer(ctx, c.VMID, c.Hostname); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := w.proxmox.Status(ctx, c.VMID); st != remote.ContainerMissing {
+		t.Errorf("status after destroy: %s", st)
+	}
+	if err := lc.DestroyContainer(ctx, c.VMID, c.Hostname); err != nil {
+		t.Errorf("destroy a missing container: %v", err)
 	}
 }

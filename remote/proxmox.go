@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,10 @@ type Container struct {
 	Gateway      netip.Addr
 	Unprivileged bool
 	Features     []string // nesting=1, ...
+	// RootfsGiB is the root disk's size (--rootfs Storage:RootfsGiB); 0: Proxmox's default (4).
+	RootfsGiB int
+	// OnBoot starts the container with its Proxmox host (--onboot 1).
+	OnBoot bool
 	// Template is the template volume to create from: Uploaded.Volume.
 	Template string
 	// SSHAddr is where cimdeploy reaches the container's sshd (host or host:port, as in Host.Addr),
@@ -76,6 +81,9 @@ type Container struct {
 	// Recreate destroys an existing container and creates it anew. Never set it by default: it
 	// loses the container's state.
 	Recreate bool
+	// BeforeStart, when set, runs after pct create and before the first pct start (to put data kept
+	// from the container it replaces into its rootfs: DataKeeper.RestoreData).
+	BeforeStart func(ctx context.Context) error
 }
 
 var (
@@ -123,6 +131,9 @@ func (c Container) Validate() error {
 			bad("feature %q: want name=value", f)
 		}
 	}
+	if c.RootfsGiB < 0 {
+		bad("rootfs %d GiB: want a size, or 0 for Proxmox's default", c.RootfsGiB)
+	}
 	if !volumeID.MatchString(c.Template) {
 		bad("template %q: want a volume such as local:vztmpl/nats-1-<sha256>.tar.xz", c.Template)
 	}
@@ -141,6 +152,12 @@ func (c Container) createArgv() []string {
 	}
 	if len(c.Features) > 0 {
 		argv = append(argv, "--features", strings.Join(c.Features, ","))
+	}
+	if c.RootfsGiB > 0 { // a new volume: STORAGE_ID:SIZE_IN_GiB (pct(1), --rootfs)
+		argv = append(argv, "--rootfs", fmt.Sprintf("%s:%d", c.Storage, c.RootfsGiB))
+	}
+	if c.OnBoot {
+		argv = append(argv, "--onboot", "1")
 	}
 	return append(argv, "--ostype", OSType)
 }
@@ -295,6 +312,11 @@ func (p *PCT) ensure(ctx context.Context, c Container) (Ensured, error) {
 		return res, err
 	}
 	res.Created = !res.Recreated
+	if c.BeforeStart != nil {
+		if err := c.BeforeStart(ctx); err != nil {
+			return res, err
+		}
+	}
 	if err := p.pct(ctx, "start", id); err != nil {
 		return res, err
 	}
@@ -385,6 +407,9 @@ func drift(c Container, conf map[string]string) []string {
 	check("memory", strconv.Itoa(c.MemoryMiB))
 	check("unprivileged", boolFlag(c.Unprivileged))
 	check("ostype", OSType)
+	if got := conf["onboot"]; (got == "1") != c.OnBoot {
+		d = append(d, fmt.Sprintf("onboot: %s, want %s", cmp.Or(got, "0"), boolFlag(c.OnBoot)))
+	}
 	if len(c.Features) > 0 {
 		check("features", strings.Join(c.Features, ","))
 	}

@@ -75,6 +75,14 @@ func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 			Client:  "nats://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.ClientPort)).String(),
 		}
 	}
+	for name, node := range top.Removed { // still to take out of the cluster (remove.go)
+		if node.Address.IsValid() {
+			n.Servers[name] = Server{
+				Monitor: "http://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.MonitorPort)).String(),
+				Client:  "nats://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.ClientPort)).String(),
+			}
+		}
+	}
 	return n, nil
 }
 

@@ -24,6 +24,16 @@ func Connect(pool *remote.Pool, top *topology.Topology, remoteCfg remote.Config,
 		}
 		r.Systems[name] = NewSSHSystem(node, remoteCfg, h, cfg.ReconnectTimeout, logger)
 	}
+	for _, name := range top.RemovedNames() { // to stop their NATS server without a Proxmox host
+		if addr := top.Removed[name].Address; addr.IsValid() {
+			h := remoteCfg.NodeHost(name, addr)
+			node, err := pool.Node(h, nil)
+			if err != nil {
+				return nil, fmt.Errorf("removed node %s: %w", name, err)
+			}
+			r.Systems[name] = NewSSHSystem(node, remoteCfg, h, cfg.ReconnectTimeout, logger)
+		}
+	}
 	var err error
 	if r.Cluster, err = NewNATS(top, cfg); err != nil {
 		return nil, err
@@ -86,5 +96,7 @@ func ContainerFor(name string, top *topology.Topology) remote.Container {
 		Gateway:      top.Network.Gateway,
 		Unprivileged: n.Proxmox.Unprivileged,
 		Features:     n.Proxmox.Features,
+		RootfsGiB:    n.Proxmox.RootfsGiB,
+		OnBoot:       n.Proxmox.OnBoot,
 	}
 }

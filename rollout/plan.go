@@ -51,6 +51,13 @@ type Observation struct {
 	Generations []Generation `json:"generations,omitempty"`
 	Container   string       `json:"container,omitempty"` // remote.ContainerState of an unreachable node
 	Record      NodeState    `json:"record"`
+	// Removed marks a node the events removed that the cluster still has (remove.go); Reachable then
+	// says its NATS server answers, and Container is asked of Proxmox in any case.
+	Removed bool `json:"removed,omitempty"`
+	VMID    int  `json:"vmid,omitempty"`
+	// Streams are the streams on a removed node's server (StreamsErr: why they are unknown).
+	Streams    []StreamCopy `json:"streams,omitempty"`
+	StreamsErr string       `json:"streams_error,omitempty"`
 }
 
 // NodePlan is one node's part of a Plan.
@@ -101,6 +108,13 @@ type Plan struct {
 	// RevertAll reverts the nodes this rollout switched when a later node fails.
 	RevertAll bool      `json:"revert_all,omitempty"`
 	Created   time.Time `json:"created"`
+	// Removals are the nodes the events removed that the cluster still has, taken out after the
+	// switches (remove.go).
+	Removals []Removal `json:"removals,omitempty"`
+	// DestroyRemoved destroys the containers of the removed nodes too.
+	DestroyRemoved bool `json:"destroy_removed,omitempty"`
+	// KeepData keeps the JetStream data of the nodes it recreates (recreate.go).
+	KeepData bool `json:"keep_data,omitempty"`
 }
 
 // PlanInput is what NewPlan plans from.
@@ -113,6 +127,13 @@ type PlanInput struct {
 	Force     bool
 	RevertAll bool
 	Now       time.Time
+	// DestroyRemoved destroys the containers of removed nodes; RemoveProblem, when not "", is why
+	// no node can be taken out of the JetStream meta group (no system account).
+	DestroyRemoved bool
+	RemoveProblem  string
+	// Recreate recreates every target's container from its template, keeping its JetStream data with
+	// KeepData, wiping it otherwise (recreate.go).
+	Recreate, KeepData bool
 }
 
 // Refused reports whether the plan must not start.
@@ -122,7 +143,12 @@ func (p *Plan) Refused() bool { return len(p.Problems) > 0 && !p.Force }
 func (p *Plan) Changes() int {
 	n := 0
 	for _, np := range p.Nodes {
-		if np.Action == ActionSwitch || np.Action == ActionProvision {
+		if np.Action == ActionSwitch || np.Action == ActionProvision || np.Action == ActionRecreate {
+			n++
+		}
+	}
+	for _, rm := range p.Removals {
+		if rm.Deferred == "" {
 			n++
 		}
 	}
@@ -131,8 +157,10 @@ func (p *Plan) Changes() int {
 
 // NewPlan decides, without any I/O, what the rollout does to each target and in which order.
 func NewPlan(in PlanInput) *Plan {
-	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now}
+	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now,
+		KeepData: in.Recreate && in.KeepData}
 	observed := map[string]Observation{}
+	in.Observed = planRemovals(p, in)
 	for _, o := range in.Observed {
 		observed[o.Node] = o
 		if o.Reachable {
@@ -150,7 +178,7 @@ func NewPlan(in PlanInput) *Plan {
 		if !ok {
 			o = Observation{Node: t.Node, Problem: "not observed"}
 		}
-		np := planNode(t, o, in)
+		np := recreatePlan(planNode(t, o, in), t, o, in)
 		np.Leader = t.Node == in.Leader
 		if np.Action == ActionRefuse {
 			p.Problems = append(p.Problems, fmt.Sprintf("%s: %s", np.Node, np.Reason))

@@ -31,6 +31,13 @@ type NodeState struct {
 	FailedAt       time.Time `json:"failed_at,omitzero"`
 	FailedRunID    string    `json:"failed_run_id,omitempty"`
 	FailedReason   string    `json:"failed_reason,omitempty"`
+
+	// Removed is when the rollout took the node out of the cluster after the events removed it
+	// (zero: it was not); the record stays, and the store keeps its history. Destroyed says whether
+	// its container was destroyed too (--destroy-removed).
+	Removed      time.Time `json:"removed,omitzero"`
+	RemovedRunID string    `json:"removed_run_id,omitempty"`
+	Destroyed    bool      `json:"destroyed,omitempty"`
 }
 
 // States is where the rollout reads and records the NodeState of each node, as JSON records with a

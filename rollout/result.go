@@ -61,6 +61,8 @@ type NodeResult struct {
 	Reconnected bool `json:"reconnected,omitempty"`
 	// RolledBack: the node failed and runs From again (by the controller or its dead-man timer).
 	RolledBack bool `json:"rolled_back,omitempty"`
+	// Destroyed: a removed node's container was destroyed (ActionRemove with DestroyRemoved).
+	Destroyed bool `json:"destroyed,omitempty"`
 	// Copied is how many store paths the node lacked and got.
 	Copied int `json:"copied"`
 
@@ -85,6 +87,12 @@ func (n NodeResult) note() string {
 		return fmt.Sprintf("rolled back to generation %d", n.FromGeneration)
 	case n.Status != StatusSuccess:
 		return ""
+	case n.Action == ActionRecreate && n.Status == StatusSuccess:
+		return fmt.Sprintf("recreated from its template, generation %d, rejoined in %s", n.Generation, n.Rejoin.Round(time.Millisecond))
+	case n.Action == ActionRemove && n.Destroyed:
+		return "taken out of the cluster, container destroyed"
+	case n.Action == ActionRemove:
+		return "taken out of the cluster"
 	case n.Action == ActionProvision:
 		return fmt.Sprintf("provisioned, generation %d, rejoined in %s", n.Generation, n.Rejoin.Round(time.Millisecond))
 	}

@@ -55,6 +55,11 @@ type Request struct {
 	Targets       []Target
 	Force         bool
 	RevertAll     bool
+	// DestroyRemoved destroys the containers of the nodes the events removed, once taken out.
+	DestroyRemoved bool
+	// Recreate recreates the targets' containers from their templates, keeping their JetStream data
+	// with KeepData, wiping it otherwise.
+	Recreate, KeepData bool
 }
 
 // Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
@@ -63,8 +68,18 @@ func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewPlan(PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
-		Force: req.Force, RevertAll: req.RevertAll, Now: r.now()}), nil
+	in := PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
+		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved,
+		Recreate: req.Recreate, KeepData: req.KeepData}
+	if req.Recreate && !req.KeepData {
+		r.observeStreams(ctx, obs, req.Targets)
+	}
+	if mr, ok := r.Cluster.(MetaRemover); !ok {
+		in.RemoveProblem = "the cluster cannot take servers out of the JetStream meta group"
+	} else if err := mr.CanRemove(); err != nil {
+		in.RemoveProblem = err.Error()
+	}
+	return NewPlan(in), nil
 }
 
 // Observe looks at every node of the topology at once: what it runs, its generations, what the state
@@ -84,7 +99,16 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, "", err
 	}
+	removed, err := r.observeRemoved(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	reachable := 0
+	for _, o := range removed {
+		if o.Reachable { // still routed to: every gate counts it until it is taken out
+			reachable++
+		}
+	}
 	for _, o := range obs {
 		if o.Reachable {
 			reachable++
@@ -116,7 +140,7 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 			}
 		}
 	}
-	return obs, leader, nil
+	return append(obs, removed...), leader, nil
 }
 
 func (r *Rollout) observe(ctx context.Context, name string) (Observation, error) {
@@ -222,14 +246,20 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 			}
 			break
 		}
-		if np.Action == ActionProvision {
+		switch {
+		case np.Action == ActionProvision || (np.Action == ActionRecreate && np.Current == ""):
 			members = append(members, np.Node)
+			changed = true
+		case np.Action == ActionRecreate:
 			changed = true
 		}
 		if np.Action == ActionSwitch {
 			switched = append(switched, nr)
 			changed = true
 		}
+	}
+	if res.Status == StatusSuccess {
+		r.runRemovals(ctx, plan, res, len(members), tr, log)
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
 	return res
@@ -346,6 +376,8 @@ func (r *Rollout) step(ctx context.Context, plan *Plan, np NodePlan, members int
 			r.recordAt(context.WithoutCancel(ctx), plan, np, np.CurrentGeneration, log)
 		case ActionProvision:
 			nr = r.provision(ctx, plan, np, members, st, log)
+		case ActionRecreate:
+			nr = r.recreate(ctx, plan, np, members, st, log)
 		case ActionSwitch:
 			nr = r.switchNode(ctx, plan, np, switchIDs(plan.RunID, np.Node, ""), members-1, st, log)
 		default:

@@ -1,12 +1,14 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
@@ -29,6 +31,10 @@ type Rollout struct {
 	Nodes     []string
 	Force     bool
 	RevertAll bool
+	// DestroyRemoved destroys the containers of the nodes the events removed (rollout.Request).
+	DestroyRemoved bool
+	// Recreate and KeepData recreate the nodes' containers (rollout.Request).
+	Recreate, KeepData bool
 	// Targets, when set, decides what each node should run instead of the run's build (a rollback).
 	Targets func(ctx context.Context, r *rollout.Rollout, run *pipeline.Run) ([]rollout.Target, error)
 	// Confirm is asked with the plan before any node is touched; false ends the stage with nothing
@@ -66,12 +72,16 @@ func (ro Rollout) Run(ctx context.Context, s *pipeline.StageRun) error {
 	if err != nil {
 		return err
 	}
-	plan, err := r.Plan(ctx, rollout.Request{RunID: run.ID, Commit: run.Commit, Targets: targets, Force: ro.Force, RevertAll: ro.RevertAll})
+	plan, err := r.Plan(ctx, rollout.Request{RunID: run.ID, Commit: run.Commit, Targets: targets, Force: ro.Force, RevertAll: ro.RevertAll, DestroyRemoved: ro.DestroyRemoved,
+		Recreate: ro.Recreate, KeepData: ro.KeepData})
 	if err != nil {
 		return err
 	}
 	for _, np := range plan.Nodes {
 		fmt.Fprintf(s.Output, "rollout | plan %s: %s %s\n", np.Node, np.Action, np.Reason)
+	}
+	for _, rm := range plan.Removals {
+		fmt.Fprintf(s.Output, "rollout | plan %s: %s %s\n", rm.Node, rollout.ActionRemove, cmp.Or(rm.Deferred, strings.Join(rm.Steps, "; ")))
 	}
 	if ro.Confirm != nil {
 		ok, err := ro.Confirm(ctx, plan)

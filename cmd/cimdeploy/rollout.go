@@ -27,6 +27,10 @@ type rolloutOptions struct {
 	nodes  []string
 	all    bool
 	noWait bool
+	// destroyRemoved destroys the containers of the nodes the events removed (after the question).
+	destroyRemoved bool
+	// recreate recreates the nodes' containers, keeping (keepData) or wiping (wipeData) their data.
+	recreate, keepData, wipeData bool
 	confirm
 }
 
@@ -48,6 +52,19 @@ func newRolloutCommand(g *globalOptions) *cobra.Command {
 a time: followers first, the JetStream meta leader last; new nodes (no container yet) are created from
 their template first. Before any node is touched, every node must be healthy and clustered, and each node
 to switch must run what cimdeploy last deployed there (--force overrides both).
+
+Nodes the events removed (NodeRemoved) that the cluster still has are taken out after a rollout of every
+remaining node (--all): the streams on the node must each have a current copy on another server (an R1
+stream on it refuses the removal, naming the stream); then it is stopped (pct stop on its Proxmox host,
+or systemctl stop nats.service), removed from the JetStream meta group ($JS.API.SERVER.REMOVE, which
+needs the system account: --system-creds-file or CIMDEPLOY_ROLLOUT_SYSTEM_USER), the remaining nodes
+are gated without it, and it is recorded as removed. Its container is kept unless --destroy-removed
+(pct destroy --purge 1), which is confirmed like the plan.
+
+--recreate --node N destroys N's container and creates it anew from its template (pct stop, pct destroy,
+pct create, pct start), then gates it; --keep-data carries its JetStream store over (copied out of the
+stopped container's rootfs with pct mount, and into the new one before its first start), --wipe-data
+starts it empty (refused while a stream has its only current copy there). One of the two is required.
 
 Per node: copy the closure; arm a dead-man timer on the node (systemd-run --on-active) that switches it
 back to its previous generation unless the controller confirms in time (--confirm-timeout); set the
@@ -77,6 +94,10 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVarP(&opts.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and stop: change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the run's events and the plan as JSON lines")
+	f.BoolVar(&opts.destroyRemoved, "destroy-removed", false, "destroy the containers of the nodes the events removed (pct destroy --purge), once taken out of the cluster")
+	f.BoolVar(&opts.recreate, "recreate", false, "destroy the --node containers and create them anew from their templates (needs --keep-data or --wipe-data)")
+	f.BoolVar(&opts.keepData, "keep-data", false, "with --recreate: carry each node's JetStream store over to its new container")
+	f.BoolVar(&opts.wipeData, "wipe-data", false, "with --recreate: start each node with an empty JetStream store (refused while a stream has its only copy there)")
 	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
@@ -96,10 +117,17 @@ func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) erro
 		return usageError(errors.New("name the nodes to switch (--node nats-2) or pass --all"))
 	case len(opts.nodes) > 0 && opts.all:
 		return usageError(errors.New("--node and --all: pass one"))
+	case opts.recreate && (opts.all || len(opts.nodes) == 0):
+		return usageError(errors.New("--recreate needs the nodes named (--node nats-2), not --all"))
+	case opts.recreate && opts.keepData == opts.wipeData:
+		return usageError(errors.New("--recreate: pass --keep-data or --wipe-data (one of them)"))
+	case !opts.recreate && (opts.keepData || opts.wipeData):
+		return usageError(errors.New("--keep-data and --wipe-data go with --recreate"))
 	case !opts.yes && !opts.dryRun && !isTerminal(g.stdin):
 		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
 	}
-	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun,
+	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun, DestroyRemoved: opts.destroyRemoved,
+		Recreate: opts.recreate, KeepData: opts.keepData,
 		Confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
 			return confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
 		}}
@@ -130,7 +158,7 @@ func confirmPlan(ctx context.Context, g *globalOptions, nixCfg nixrunner.Config,
 	case c.yes:
 		return true, nil
 	}
-	return ask(ctx, g, fmt.Sprintf("Switch %d node(s) to %s? [y/N] ", plan.Changes(), short(plan.Commit)))
+	return ask(ctx, g, question(plan))
 }
 
 // ask asks a yes/no question on the terminal; anything but y or yes is no. An interrupt while it waits
@@ -190,7 +218,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		what = "each node's own target"
 	}
 	fmt.Fprintf(w, "rollout plan %s: %s, JetStream meta leader %s, %d of %d node(s) to change\n",
-		plan.RunID, what, orNone(plan.Leader), plan.Changes(), len(plan.Nodes))
+		plan.RunID, what, orNone(plan.Leader), plan.Changes(), len(plan.Nodes)+len(plan.Removals))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tACTION\tCURRENT\tTARGET\tWHY")
 	for _, np := range plan.Nodes {
@@ -209,6 +237,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, np.Action, cur, target, np.Reason)
 	}
 	tw.Flush()
+	printRemovals(w, plan)
 	if len(plan.Problems) > 0 {
 		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")
 		for _, p := range plan.Problems {

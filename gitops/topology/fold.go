@@ -92,6 +92,7 @@ type folder struct {
 	problems  events.Problems
 	nodes     map[string]*nodeState
 	removedBy map[string]*events.Event
+	removed   map[string]*nodeState // the last state of each removed node (removed.go)
 	domainBy  *events.Event
 	networkBy *events.Event
 	serviceBy map[string]*events.Event
@@ -115,6 +116,7 @@ func Fold(evs []events.Event) (*Topology, events.Problems) {
 		f.apply(ev)
 	}
 	f.finish()
+	f.finishRemoved()
 	return f.t, f.problems
 }
 
@@ -395,6 +397,7 @@ func (f *folder) nodeRemoved(ev *events.Event) {
 		f.problem(ev, "data.name", "%s", f.unknownNode(r.Name))
 		return
 	}
+	f.keepRemoved(r.Name)
 	delete(f.nodes, r.Name)
 	f.removedBy[r.Name] = ev
 }
@@ -420,6 +423,7 @@ func (f *folder) checkNode(ev *events.Event, s *nodeSpec) bool {
 	for i, feat := range p.Features {
 		ok = f.check(ev, fmt.Sprintf("data.proxmox.features[%d]", i), checkMatch(feat, feature, "a container feature such as nesting=1")) && ok
 	}
+	ok = f.checkContainer(ev, p) && ok
 	if s.Proxmox.Features == nil {
 		s.Proxmox.Features = []string{}
 	}

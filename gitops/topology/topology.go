@@ -23,6 +23,9 @@ type Topology struct {
 	Security *Security         `json:"security,omitempty"`
 	// Operators are the people (and cimdeploy's deploy key) who log in to the nodes, by user name.
 	Operators map[string]Operator `json:"operators,omitempty"`
+	// Removed are the nodes a NodeRemoved event took out (and no later NodeAdded brought back), as
+	// they were before: the rollout takes them out of the running cluster. Not part of the JSON form.
+	Removed map[string]Node `json:"-"`
 }
 
 // Domain is what DomainCreated says.
@@ -60,6 +63,10 @@ type Proxmox struct {
 	Bridge       string   `json:"bridge"`
 	Unprivileged bool     `json:"unprivileged"`
 	Features     []string `json:"features"`
+	// RootfsGiB is the size of the root disk in GiB (pct create --rootfs STORAGE:SIZE); 0 leaves it
+	// to Proxmox (4). OnBoot starts the container when its Proxmox host boots (--onboot 1).
+	RootfsGiB int  `json:"rootfs_gib,omitempty"`
+	OnBoot    bool `json:"onboot,omitempty"`
 }
 
 // Services are the services every node of the cluster runs; nil means not added.

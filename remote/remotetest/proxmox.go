@@ -279,10 +279,17 @@ func (p *Proxmox) ensure(ctx context.Context, c remote.Container) (remote.Ensure
 			Err: &remote.ExitError{Code: 255, Stderr: fmt.Sprintf("volume '%s' does not exist\n", c.Template)}}
 	}
 	stored := c
-	stored.SSH, stored.Recreate = nil, false
+	stored.SSH, stored.Recreate, stored.BeforeStart = nil, false, nil
 	n := &container{c: stored}
 	p.containers[c.VMID] = n
 	res.Created = !res.Recreated
+	p.mu.Unlock()
+	if c.BeforeStart != nil {
+		if err := c.BeforeStart(ctx); err != nil {
+			return res, err
+		}
+	}
+	p.mu.Lock()
 	p.startLocked(n)
 	p.mu.Unlock()
 	res.Started = true
@@ -338,4 +345,63 @@ func drift(have, want remote.Container) []string {
 	check("cores", have.Cores, want.Cores)
 	check("memory", have.MemoryMiB, want.MemoryMiB)
 	return d
+}
+
+var _ remote.Lifecycle = (*Proxmox)(nil)
+
+// ownedLocked is container vmid after checking that it is hostname's (nil: none).
+func (p *Proxmox) ownedLocked(vmid int, hostname string) (*container, error) {
+	c, ok := p.containers[vmid]
+	if !ok {
+		return nil, nil
+	}
+	if c.c.Hostname != hostname {
+		return c, fmt.Errorf("%w: container %d is %q, not %q; refusing to touch it", remote.ErrForeignContainer, vmid, c.c.Hostname, hostname)
+	}
+	return c, nil
+}
+
+// StopContainer implements remote.Lifecycle like remote.PCT.
+func (p *Proxmox) StopContainer(ctx context.Context, vmid int, hostname string) (remote.ContainerState, error) {
+	step := fmt.Sprintf("stop container %d (%s)", vmid, hostname)
+	if err := ctx.Err(); err != nil {
+		return "", &remote.Error{Host: p.name, Step: step, Err: err}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, err := p.ownedLocked(vmid, hostname)
+	switch {
+	case err != nil:
+		return remote.ContainerStopped, &remote.Error{Host: p.name, Step: step, Err: err}
+	case c == nil:
+		return remote.ContainerMissing, nil
+	case !c.running:
+		return remote.ContainerStopped, nil
+	}
+	c.running = false
+	if n := p.nodes[hostname]; n != nil {
+		n.SetUp(false)
+	}
+	return remote.ContainerRunning, nil
+}
+
+// DestroyContainer implements remote.Lifecycle like remote.PCT.
+func (p *Proxmox) DestroyContainer(ctx context.Context, vmid int, hostname string) error {
+	step := fmt.Sprintf("destroy container %d (%s)", vmid, hostname)
+	if err := ctx.Err(); err != nil {
+		return &remote.Error{Host: p.name, Step: step, Err: err}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, err := p.ownedLocked(vmid, hostname)
+	switch {
+	case err != nil:
+		return &remote.Error{Host: p.name, Step: step, Err: err}
+	case c == nil:
+		return nil
+	case c.running:
+		return &remote.Error{Host: p.name, Step: step, Err: fmt.Errorf("container %d is running: stop it first", vmid)}
+	}
+	delete(p.containers, vmid)
+	return nil
 }

@@ -21,6 +21,11 @@ type Cluster struct {
 	// counts Settled calls.
 	lagging int
 	settles int
+	// The JetStream meta group (every node added, until RemoveServer), the streams on each server,
+	// and whether system account credentials are missing (CanRemove fails).
+	meta     map[string]bool
+	streams  map[string][]rollout.StreamCopy
+	noSystem bool
 }
 
 var (
@@ -30,9 +35,11 @@ var (
 
 // NewCluster is the cluster of nodes; the first one is the meta leader.
 func NewCluster(nodes ...*System) *Cluster {
-	c := &Cluster{nodes: map[string]*System{}, broken: map[string]bool{}, checks: map[string]int{}}
+	c := &Cluster{nodes: map[string]*System{}, broken: map[string]bool{}, checks: map[string]int{},
+		meta: map[string]bool{}, streams: map[string][]rollout.StreamCopy{}}
 	for _, n := range nodes {
 		c.nodes[n.Name()] = n
+		c.meta[n.Name()] = true
 	}
 	if len(nodes) > 0 {
 		c.leader = nodes[0].Name()
@@ -45,6 +52,7 @@ func (c *Cluster) Add(n *System) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodes[n.Name()] = n
+	c.meta[n.Name()] = true
 }
 
 // Break makes the servers of every node that runs toplevel fail their health check, as a commit with
