@@ -10,12 +10,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nkeys"
 	"github.com/sethvargo/go-envconfig"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
+	"github.com/cimdeploy/cimdeploy/rollout/rollouttest"
 )
 
 // brokenRepo is a git repository whose one event does not parse: a validate run of it fails in the
@@ -217,7 +217,7 @@ func eventsRepo(t *testing.T) string {
 func TestOpenCluster(t *testing.T) {
 	t.Parallel()
 	key, kh := sshFiles(t)
-	nkey := systemNkeyFile(t) // the fixtures define accounts
+	nkey := rollouttest.SystemNkeyFile(t) // the fixtures define accounts
 	open := func(repo string) (*Cluster, error) {
 		cfg, err := Load(t.Context(), envconfig.MapLookuper(map[string]string{"CIMDEPLOY_REPO": repo, "CIMDEPLOY_DATA_DIR": t.TempDir(),
 			"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": kh, "CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE": nkey}))
@@ -244,20 +244,3 @@ func TestOpenCluster(t *testing.T) {
 	}
 }
 
-// systemNkeyFile is a new user nkey seed in a 0600 file: a system account user's.
-func systemNkeyFile(t *testing.T) string {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "system.nk")
-	if err := os.WriteFile(path, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}

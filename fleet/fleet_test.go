@@ -329,6 +329,8 @@ func TestObserverOpensAgainAfterADeploy(t *testing.T) {
 		"CIMDEPLOY_REPO": loopbackRepo(t), "CIMDEPLOY_DATA_DIR": filepath.Join(dir, "data"), "CIMDEPLOY_NATS_URL": st.ListenURL(),
 		"CIMDEPLOY_SSH_KEY_FILE": key, "CIMDEPLOY_SSH_KNOWN_HOSTS": known, "CIMDEPLOY_SSH_CONNECT_TIMEOUT": "2s",
 		"CIMDEPLOY_ROLLOUT_HTTP_TIMEOUT": "2s", "CIMDEPLOY_ROLLOUT_PREFLIGHT_TIMEOUT": "5s",
+		// The fixtures define NATS accounts: the servers take only users, the gate's is the system user.
+		"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE": rollouttest.SystemNkeyFile(t),
 	}))
 	if err != nil {
 		t.Fatal(err)
