@@ -57,10 +57,10 @@ func OnlyCopies(streams []StreamCopy) []StreamCopy {
 // CanRemove implements MetaRemover: $JS.API.SERVER.REMOVE is answered only on the system account
 // (nats-server server/jetstream_cluster.go subscribes it with systemSubscribe, on the meta leader).
 func (n *NATS) CanRemove() error {
-	if n.CredsFile == "" && n.User == "" {
+	if !n.authenticates() {
 		return errors.New("taking a server out of the JetStream meta group needs the NATS system account " +
-			"($JS.API.SERVER.REMOVE is answered only there): set CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE or " +
-			"CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE")
+			"($JS.API.SERVER.REMOVE is answered only there): set CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE, " +
+			"CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE, or CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE")
 	}
 	return nil
 }
@@ -186,12 +186,11 @@ func (n *NATS) RemoveServer(ctx context.Context, via, server string) error {
 	if err != nil {
 		return err
 	}
-	opts := []nats.Option{nats.Name("cimdeploy node removal"), nats.Timeout(n.timeout()), nats.NoReconnect()}
-	if n.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(n.CredsFile))
-	} else {
-		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	auth, err := n.authOptions()
+	if err != nil {
+		return err
 	}
+	opts := append([]nats.Option{nats.Name("cimdeploy node removal"), nats.Timeout(n.timeout()), nats.NoReconnect()}, auth...)
 	nc, err := nats.Connect(srv.Client, opts...)
 	if err != nil {
 		return fmt.Errorf("system account at %s: %w", srv.Client, err)

@@ -225,18 +225,26 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 		}
 	}
 
-	// 2. Stop it: its container, or its NATS server.
+	// 2. Stop it: its container, or its NATS server (also when its container is not on the Proxmox
+	// host the events name: the node still runs somewhere, and its server must leave).
 	st.Progress(ctx, 2, steps, "stop it")
 	lc, _ := r.Proxmox.(remote.Lifecycle)
-	switch sys, _ := r.Systems[rm.Node].(ServiceStopper); {
-	case lc != nil && rm.VMID != 0:
+	stopped := false
+	if lc != nil && rm.VMID != 0 {
 		pctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
 		was, err := lc.StopContainer(pctx, rm.VMID, rm.Node)
 		cancel()
 		if err != nil {
 			return fail("stop its container", err)
 		}
-		st.Note("container %d was %s, now stopped", rm.VMID, was)
+		if stopped = was != remote.ContainerMissing; stopped {
+			st.Note("container %d was %s, now stopped", rm.VMID, was)
+		} else {
+			st.Note("container %d does not exist on the Proxmox host", rm.VMID)
+		}
+	}
+	switch sys, _ := r.Systems[rm.Node].(ServiceStopper); {
+	case stopped:
 	case sys != nil && rm.Running:
 		sctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
 		err := sys.StopService(sctx, NATSUnit)
