@@ -243,4 +243,3 @@ func TestOpenCluster(t *testing.T) {
 		t.Errorf("OpenCluster of broken events = %v, want a *TopologyError", err)
 	}
 }
-
