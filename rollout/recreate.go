@@ -119,6 +119,9 @@ func (r *Rollout) recreate(ctx context.Context, plan *Plan, np NodePlan, members
 		return fail("recreate the container", err)
 	}
 	nr.Activation = ens.Duration
+	if err := r.secretsAfterStart(node, np.Node); err != nil {
+		return fail("secrets", err)
+	}
 
 	st.Progress(ctx, 4, steps, "health gate")
 	peers := members - 1

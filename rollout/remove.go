@@ -49,6 +49,20 @@ func (s *SSHSystem) StopService(ctx context.Context, unit string) error {
 	return err
 }
 
+// ServiceRestarter is a System that can restart a unit on its node (SSHSystem: systemctl restart): a
+// container fresh from its template starts its NATS server before cimdeploy installed its secrets.
+type ServiceRestarter interface {
+	RestartService(ctx context.Context, unit string) error
+}
+
+var _ ServiceRestarter = (*SSHSystem)(nil)
+
+// RestartService implements ServiceRestarter with systemctl restart.
+func (s *SSHSystem) RestartService(ctx context.Context, unit string) error {
+	_, err := s.output(ctx, "systemctl restart "+unit, "systemctl", "restart", unit)
+	return err
+}
+
 // observeRemoved observes the nodes the topology lists as removed and the store does not record as
 // removed yet (a node never recorded counts as deployed): whether its NATS server answers, the
 // streams on it, its container. A node whose server does not answer and whose container is missing

@@ -640,6 +640,9 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 		return fail("create the container", err)
 	}
 	nr.Activation = ens.Duration
+	if err := r.secretsAfterStart(node, np.Node); err != nil {
+		return fail("secrets", err)
+	}
 	st.Progress(ctx, 2, 3, "health gate")
 	gateStart := r.now()
 	err = r.gate(node, np.Node, np.Target, members) // one more member: itself
@@ -662,6 +665,29 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 	}
 	log.Info("node provisioned", "vmid", c.VMID, "generation", nr.Generation, "rejoin", nr.Rejoin.Round(time.Millisecond))
 	return nr
+}
+
+// secretsAfterStart installs the node's secrets in a container that has just started from its
+// template (which has none: they never enter the template's Nix store), then restarts its NATS server,
+// which could not start without them. Without secrets to install it does nothing.
+func (r *Rollout) secretsAfterStart(ctx context.Context, node string) error {
+	if r.Secrets == nil {
+		return nil
+	}
+	sys := r.Systems[node]
+	ctx, cancel := context.WithTimeout(ctx, r.Config.ActivationTimeout)
+	defer cancel()
+	if err := r.Secrets.Install(ctx, node, sys); err != nil {
+		return fmt.Errorf("install secrets: %w", err)
+	}
+	rs, ok := sys.(ServiceRestarter)
+	if !ok {
+		return nil
+	}
+	if err := rs.RestartService(ctx, NATSUnit); err != nil {
+		return fmt.Errorf("restart %s with its secrets: %w", NATSUnit, err)
+	}
+	return nil
 }
 
 // revertAll switches the nodes this rollout switched back to the generations they ran, the last one

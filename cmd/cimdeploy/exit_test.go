@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"github.com/cimdeploy/cimdeploy/rollout/rollouttest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -68,6 +69,7 @@ func TestExitCodeInfrastructure(t *testing.T) {
 	repo := infraRepo(t)
 	key, kh := sshIdentity(t)
 	refused := refusedAddr(t)
+	nkey := rollouttest.SystemNkeyFile(t)
 	tests := []struct {
 		name string
 		args []string
@@ -75,10 +77,11 @@ func TestExitCodeInfrastructure(t *testing.T) {
 	}{
 		{name: "repository URL refused", args: []string{"run", "--validate-only", "--repo", "http://" + refused + "/infra.git"}, want: "connection refused"},
 		{name: "no repository at the path", args: []string{"run", "--validate-only", "--repo", filepath.Join(t.TempDir(), "none")}, want: "repository not found"},
+		// The fixtures define NATS accounts: opening the cluster needs the system user.
 		{name: "generations through a jump host that refuses", args: []string{"generations", "--node", "nats-1", "--repo", repo,
-			"--ssh-jump", refused, "--ssh-key-file", key, "--ssh-known-hosts", kh}, want: "refused"},
+			"--ssh-jump", refused, "--ssh-key-file", key, "--ssh-known-hosts", kh, "--system-nkey-file", nkey}, want: "refused"},
 		{name: "rollback, nodes refuse", args: []string{"rollback", "--node", "nats-1", "--yes", "--repo", repo,
-			"--ssh-jump", refused, "--ssh-key-file", key, "--ssh-known-hosts", kh}, want: "refused"},
+			"--ssh-jump", refused, "--ssh-key-file", key, "--ssh-known-hosts", kh, "--system-nkey-file", nkey}, want: "refused"},
 		{name: "deploy run, Proxmox host refuses", args: append([]string{"run", "--repo", repo, "--proxmox-host", refused,
 			"--ssh-key-file", key, "--ssh-known-hosts", kh}, nixArgs(t)...), want: "refused"},
 	}
