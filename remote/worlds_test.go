@@ -206,6 +206,10 @@ func labWorld(t *testing.T) *world {
 						t.Error(err)
 					}
 				}
+				// A container made from the template has no secrets (cimdeploy's rollout installs them).
+				if err := n.InstallSecrets(ctx); err != nil {
+					t.Error(err)
+				}
 				if err := l.WaitReady(ctx, 30*time.Second); err != nil {
 					t.Error(err)
 				}
