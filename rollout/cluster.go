@@ -360,35 +360,11 @@ func (n *NATS) Settled(ctx context.Context, members []string, peers int) error {
 	return errors.Join(errs...)
 }
 
-// jszStreams is the part of /jsz?accounts=true&streams=true that Settled reads (nats-server's
-// monitor.go: JSInfo, AccountDetail, StreamDetail, ClusterInfo, PeerInfo).
-type jszStreams struct {
-	Accounts []struct {
-		Name    string `json:"name"`
-		Streams []struct {
-			Name    string `json:"name"`
-			Cluster *struct {
-				Leader   string `json:"leader"`
-				Replicas []struct {
-					Name    string `json:"name"`
-					Current bool   `json:"current"`
-					Offline bool   `json:"offline"`
-					Lag     uint64 `json:"lag"`
-				} `json:"replicas"`
-			} `json:"cluster"`
-		} `json:"stream_detail"`
-	} `json:"account_details"`
-}
-
 // streamsSettled checks the streams node's server knows; node is its server name (the projection
 // sets serverName to the host name, and the topology names nodes by host name).
 func (n *NATS) streamsSettled(ctx context.Context, node string) error {
-	srv, err := n.server(node)
+	jsz, err := n.streamDetails(ctx, node)
 	if err != nil {
-		return err
-	}
-	var jsz jszStreams
-	if err := n.getJSON(ctx, srv.Monitor+"/jsz?accounts=true&streams=true", &jsz); err != nil {
 		return err
 	}
 	var problems []string

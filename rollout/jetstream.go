@@ -54,6 +54,40 @@ func OnlyCopies(streams []StreamCopy) []StreamCopy {
 	return out
 }
 
+// jszStreams is the part of /jsz?accounts=true&streams=true&config=true that StreamsOn and Settled
+// read (nats-server's monitor.go: JSInfo, AccountDetail, StreamDetail, ClusterInfo, PeerInfo).
+type jszStreams struct {
+	Accounts []struct {
+		Name    string `json:"name"`
+		Streams []struct {
+			Name   string `json:"name"`
+			Config *struct {
+				Replicas int `json:"num_replicas"`
+			} `json:"config"`
+			Cluster *struct {
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+					Offline bool   `json:"offline"`
+					Lag     uint64 `json:"lag"`
+				} `json:"replicas"`
+			} `json:"cluster"`
+		} `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+// streamDetails is node's /jsz with every account's streams, their configuration and cluster info.
+func (n *NATS) streamDetails(ctx context.Context, node string) (jszStreams, error) {
+	var jsz jszStreams
+	srv, err := n.server(node)
+	if err != nil {
+		return jsz, err
+	}
+	err = n.getJSON(ctx, srv.Monitor+"/jsz?accounts=true&streams=true&config=true", &jsz)
+	return jsz, err
+}
+
 // CanRemove implements MetaRemover: $JS.API.SERVER.REMOVE is answered only on the system account
 // (nats-server server/jetstream_cluster.go subscribes it with systemSubscribe, on the meta leader).
 func (n *NATS) CanRemove() error {
@@ -69,30 +103,8 @@ func (n *NATS) CanRemove() error {
 // streams it holds, each with its cluster info seen from there (the leader, and the other replicas
 // with current and offline; nats-server's clusterInfo leaves the server itself out).
 func (n *NATS) StreamsOn(ctx context.Context, node string) ([]StreamCopy, error) {
-	srv, err := n.server(node)
+	jsz, err := n.streamDetails(ctx, node)
 	if err != nil {
-		return nil, err
-	}
-	var jsz struct {
-		Accounts []struct {
-			Name    string `json:"name"`
-			Streams []struct {
-				Name   string `json:"name"`
-				Config *struct {
-					Replicas int `json:"num_replicas"`
-				} `json:"config"`
-				Cluster *struct {
-					Leader   string `json:"leader"`
-					Replicas []struct {
-						Name    string `json:"name"`
-						Current bool   `json:"current"`
-						Offline bool   `json:"offline"`
-					} `json:"replicas"`
-				} `json:"cluster"`
-			} `json:"stream_detail"`
-		} `json:"account_details"`
-	}
-	if err := n.getJSON(ctx, srv.Monitor+"/jsz?accounts=true&streams=true&config=true", &jsz); err != nil {
 		return nil, err
 	}
 	var out []StreamCopy
