@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cimdeploy/cimdeploy/rollout"
@@ -72,15 +71,6 @@ func startNATS(t *testing.T, name string, clusterPort int, routes []string) *ser
 	})
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
-	}
-	// APP gets JetStream, as an account with a jetstream block in a configuration file does.
-	acc, err := s.LookupAccount("APP")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlimited := server.JetStreamAccountLimits{MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1}
-	if err := acc.EnableJetStream(map[string]server.JetStreamAccountLimits{"": unlimited}, nil); err != nil {
-		t.Fatal(err)
 	}
 	return s
 }
@@ -181,26 +171,9 @@ func TestNATSClusterHealth(t *testing.T) {
 // leader.
 func TestNATSClusterSettled(t *testing.T) {
 	t.Parallel()
-	servers, c := natsCluster(t, 3)
+	servers, c, js := jsClusterFormed(t)
 	ctx := t.Context()
 	members := []string{"n1", "n2", "n3"}
-	waitFor(t, 30*time.Second, "cluster formed", func() bool {
-		for _, name := range members {
-			if c.Health(ctx, name, 2) != nil {
-				return false
-			}
-		}
-		return true
-	})
-	nc, err := nats.Connect(servers[0].ClientURL(), nats.UserInfo("app", "pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}, Replicas: 3})
 	if err != nil {
 		t.Fatal(err)

@@ -70,17 +70,14 @@ system_account: SYS
 	return servers, c
 }
 
-// TestNATSRemoveServerFromTheMetaGroup runs the removal's NATS part against real servers: the
-// streams on a server with their copies elsewhere (an R1 stream has none), a stopped server taken out
-// of the meta group with $JS.API.SERVER.REMOVE in the system account, and the refusals.
-func TestNATSRemoveServerFromTheMetaGroup(t *testing.T) {
-	t.Parallel()
+// jsClusterFormed is jsCluster of three servers, once every one is healthy and routed to the other
+// two, with a JetStream client of user app on the first.
+func jsClusterFormed(t *testing.T) ([]*server.Server, *rollout.NATS, jetstream.JetStream) {
+	t.Helper()
 	servers, c := jsCluster(t, 3)
-	ctx := t.Context()
-	names := []string{"n1", "n2", "n3"}
 	waitFor(t, 60*time.Second, "cluster formed", func() bool {
-		for _, name := range names {
-			if c.Health(ctx, name, 2) != nil {
+		for _, name := range []string{"n1", "n2", "n3"} {
+			if c.Health(t.Context(), name, 2) != nil {
 				return false
 			}
 		}
@@ -90,11 +87,22 @@ func TestNATSRemoveServerFromTheMetaGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return servers, c, js
+}
+
+// TestNATSRemoveServerFromTheMetaGroup runs the removal's NATS part against real servers: the
+// streams on a server with their copies elsewhere (an R1 stream has none), a stopped server taken out
+// of the meta group with $JS.API.SERVER.REMOVE in the system account, and the refusals.
+func TestNATSRemoveServerFromTheMetaGroup(t *testing.T) {
+	t.Parallel()
+	servers, c, js := jsClusterFormed(t)
+	ctx := t.Context()
+	names := []string{"n1", "n2", "n3"}
 	for _, sc := range []jetstream.StreamConfig{{Name: "ONE", Subjects: []string{"one"}, Replicas: 1}, {Name: "THREE", Subjects: []string{"three"}, Replicas: 3}} {
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		_, err := js.CreateStream(cctx, sc)
