@@ -311,6 +311,9 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 				return err
 			}
 			if slices.Contains(mp, rm.Node) {
+				// A removal the old leader had not committed before an election is gone with it: ask
+				// again.
+				_ = mr.RemoveServer(ctx, n, rm.Node)
 				return fmt.Errorf("%s still has %s in its meta group (%s)", n, rm.Node, strings.Join(mp, ", "))
 			}
 			return nil
