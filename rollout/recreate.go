@@ -137,17 +137,10 @@ func (r *Rollout) recreate(ctx context.Context, plan *Plan, np NodePlan, members
 	}
 
 	st.Progress(ctx, 5, steps, "record")
-	gctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
-	gens, err := sys.Generations(gctx)
-	cancel()
-	if err != nil {
-		return fail("list generations", err)
-	}
-	nr.Generation = runningGeneration(Observation{Current: np.Target, Generations: gens}).Number
-	nr.Status = StatusSuccess
-	if err := r.recordAt(node, plan, np, nr.Generation, log); err != nil {
+	if nr.Generation, err = r.recordRunning(node, plan, np, sys, log); err != nil {
 		return fail("record", err)
 	}
+	nr.Status = StatusSuccess
 	log.Info("node recreated", "vmid", c.VMID, "keep_data", plan.KeepData, "generation", nr.Generation,
 		"rejoin", nr.Rejoin.Round(time.Millisecond))
 	return nr

@@ -652,19 +652,25 @@ func (r *Rollout) provision(ctx context.Context, plan *Plan, np NodePlan, member
 		return fail("health gate", err)
 	}
 	st.Progress(ctx, 3, 3, "record")
-	gctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
+	if nr.Generation, err = r.recordRunning(node, plan, np, sys, log); err != nil {
+		return fail("record", err)
+	}
+	nr.Status = StatusSuccess
+	log.Info("node provisioned", "vmid", c.VMID, "generation", nr.Generation, "rejoin", nr.Rejoin.Round(time.Millisecond))
+	return nr
+}
+
+// recordRunning records that a node made from its template runs np's target, at the generation its
+// profile lists for it.
+func (r *Rollout) recordRunning(ctx context.Context, plan *Plan, np NodePlan, sys System, log *slog.Logger) (int, error) {
+	gctx, cancel := context.WithTimeout(ctx, r.Config.ActivationTimeout)
 	gens, err := sys.Generations(gctx)
 	cancel()
 	if err != nil {
-		return fail("list generations", err)
+		return 0, fmt.Errorf("list generations: %w", err)
 	}
-	nr.Generation = runningGeneration(Observation{Current: np.Target, Generations: gens}).Number
-	nr.Status = StatusSuccess
-	if err := r.recordAt(node, plan, np, nr.Generation, log); err != nil {
-		return fail("record", err)
-	}
-	log.Info("node provisioned", "vmid", c.VMID, "generation", nr.Generation, "rejoin", nr.Rejoin.Round(time.Millisecond))
-	return nr
+	gen := runningGeneration(Observation{Current: np.Target, Generations: gens}).Number
+	return gen, r.recordAt(ctx, plan, np, gen, log)
 }
 
 // secretsAfterStart installs the node's secrets in a container that has just started from its
