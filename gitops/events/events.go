@@ -34,12 +34,13 @@ const (
 	SystemUserAdded        = "SystemUserAdded"
 	ClusterSecured         = "ClusterSecured"
 	OperatorAdded          = "OperatorAdded"
+	RoleDefined            = "RoleDefined"
 )
 
 // Types lists the known event types.
 var Types = []string{DomainCreated, NetworkTopologyUpdated, NodeAdded, NodeUpdated, NodeRemoved, ServiceAdded, ServiceConfigured,
 	DomainAccountDefined, DomainUserAdded, DomainPermissionsSet, DomainExportDefined, DomainImportDefined, SystemUserAdded,
-	ClusterSecured, OperatorAdded}
+	ClusterSecured, OperatorAdded, RoleDefined}
 
 // Event is one domain event in the CIM envelope.
 type Event struct {

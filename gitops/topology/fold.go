@@ -69,6 +69,9 @@ type (
 		StateVersion string          `json:"state_version"`
 		Proxmox      Proxmox         `json:"proxmox"`
 		Interfaces   []interfaceSpec `json:"interfaces,omitempty"`
+		// Role and Cluster: roles.go.
+		Role    string `json:"role,omitempty"`
+		Cluster string `json:"cluster,omitempty"`
 	}
 	nodeRemoved struct {
 		Name   string `json:"name"`
@@ -98,6 +101,7 @@ type folder struct {
 	serviceBy map[string]*events.Event
 	acc       accountFolder
 	operators operatorState
+	roleBy    map[string]*events.Event
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
@@ -180,6 +184,8 @@ func (f *folder) apply(ev *events.Event) {
 		f.clusterSecured(ev)
 	case events.OperatorAdded:
 		f.operatorAdded(ev)
+	case events.RoleDefined:
+		f.roleDefined(ev)
 	default:
 		f.problem(ev, "event_type", "unknown event type %s", q(ev.Type))
 	}
@@ -587,6 +593,7 @@ func (f *folder) finish() {
 	for _, name := range names {
 		st := f.nodes[name]
 		node := Node{System: st.spec.System, StateVersion: st.spec.StateVersion, Proxmox: st.spec.Proxmox}
+		node.Role, node.Cluster, _ = f.nodeRole(name, st)
 		if other, dup := byVMID[node.Proxmox.VMID]; dup {
 			f.problem(st.specBy, "data.proxmox.vmid", "node %s has VMID %d, already used by node %s", q(name), node.Proxmox.VMID, q(other))
 		}
@@ -630,6 +637,7 @@ func (f *folder) finish() {
 			f.problem(f.networkBy, "data.network.gateway", "gateway %s is the network's own or broadcast address", gw)
 		}
 	}
+	f.finishRoles()
 	seen := map[int]string{}
 	for _, p := range f.t.Services.ports() {
 		if other, dup := seen[p.port]; dup {

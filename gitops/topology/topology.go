@@ -23,6 +23,8 @@ type Topology struct {
 	Security *Security         `json:"security,omitempty"`
 	// Operators are the people (and cimdeploy's deploy key) who log in to the nodes, by user name.
 	Operators map[string]Operator `json:"operators,omitempty"`
+	// Roles are the roles RoleDefined events define or configure, by name (roles.go).
+	Roles map[string]Role `json:"roles,omitempty"`
 	// Removed are the nodes a NodeRemoved event took out (and no later NodeAdded brought back), as
 	// they were before: the rollout takes them out of the running cluster. Not part of the JSON form.
 	Removed map[string]Node `json:"-"`
@@ -51,6 +53,10 @@ type Node struct {
 	System       string     `json:"system"`
 	StateVersion string     `json:"state_version"`
 	Proxmox      Proxmox    `json:"proxmox"`
+	// Role is what the node is for (roles.go: nats-cluster, nats-leaf, storage, or a repository
+	// role); Cluster is the NATS cluster a nats-cluster node is a member of, or a leaf's hub cluster.
+	Role    string `json:"role"`
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // Proxmox is where and how a node's container runs.

@@ -114,6 +114,7 @@
   nodes = {
     nats-1 = {
       address = "10.0.0.41";
+      cluster = "cim-cluster";
       interface = "eth0";
       prefix_length = 19;
       proxmox = {
@@ -126,11 +127,13 @@
         unprivileged = true;
         vmid = 201;
       };
+      role = "nats-cluster";
       state_version = "25.05";
       system = "x86_64-linux";
     };
     nats-2 = {
       address = "10.0.0.42";
+      cluster = "cim-cluster";
       interface = "eth0";
       prefix_length = 19;
       proxmox = {
@@ -143,11 +146,13 @@
         unprivileged = true;
         vmid = 202;
       };
+      role = "nats-cluster";
       state_version = "25.05";
       system = "x86_64-linux";
     };
     nats-3 = {
       address = "10.0.0.43";
+      cluster = "cim-cluster";
       interface = "eth0";
       prefix_length = 19;
       proxmox = {
@@ -160,6 +165,7 @@
         unprivileged = true;
         vmid = 203;
       };
+      role = "nats-cluster";
       state_version = "25.05";
       system = "x86_64-linux";
     };
