@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cimdeploy/cimdeploy/gitops/projection"
+	"github.com/cimdeploy/cimdeploy/nixrunner"
 )
 
 // stubNixpkgs is the lab's stand-in for nixpkgs (fixtures/lab/nixpkgs): NixOS' module system and the
@@ -232,5 +233,36 @@ func poll(t *testing.T, url string, v any, done func() bool) {
 			t.Fatal(t.Context().Err())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// TestHubLeafnodePortAssertion: a module written by hand that moves a hub's leafnode listener onto the
+// client port fails the build with the assertion naming both, as nats-server would fail at start.
+func TestHubLeafnodePortAssertion(t *testing.T) {
+	t.Parallel()
+	dir := fleetDir(t)
+	if _, err := projection.Write(dir, render(t, fleet(t), projection.Options{})); err != nil {
+		t.Fatal(err)
+	}
+	flake := filepath.Join(dir, "flake.nix")
+	data, err := os.ReadFile(flake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const entry = "nats-cluster = [ ./nixosModules/nats-cluster.nix ];"
+	if !bytes.Contains(data, []byte(entry)) {
+		t.Fatalf("flake.nix lacks %q", entry)
+	}
+	data = bytes.Replace(data, []byte(entry), []byte("nats-cluster = [ ./nixosModules/nats-cluster.nix ./by-hand.nix ];"), 1)
+	must(t, os.WriteFile(flake, data, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "by-hand.nix"), []byte("{ lib, ... }: { services.nats.settings.leafnodes.port = lib.mkForce 4222; }\n"), 0o644))
+
+	cmd := exec.CommandContext(t.Context(), "nix", "eval", "--offline", "--raw", "--no-write-lock-file",
+		"--override-input", "nixpkgs", "path:"+stubNixpkgs(t), ".#nixosConfigurations.nats-1.config.system.build.toplevel.drvPath")
+	cmd.Dir = dir
+	cmd.Env = nixrunner.Environ(nil, nixrunner.OfflineConfig)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !bytes.Contains(out, []byte("services.nats.port = 4222, services.nats.settings.leafnodes.port = 4222")) {
+		t.Fatalf("nix eval = %v, want the port assertion:\n%s", err, out)
 	}
 }
