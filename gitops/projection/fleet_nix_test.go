@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -149,41 +150,41 @@ func TestFleetBuilds(t *testing.T) {
 // loopback and free ports (the hub alone, without its routes): the leaf's remote reaches the hub's
 // leafnode listener, and both run JetStream, the leaf in its own domain.
 func hubAndLeafConnect(t *testing.T, hub, leaf map[string]any) {
-	hubMon, leafMon, leafPort := freePort(t), freePort(t), freePort(t)
+	// Addresses of their own on loopback, with the configured ports: a free port picked and released
+	// can be taken by another process before nats-server binds it.
+	hubAddr, leafAddr := loopbackAddr(), loopbackAddr()
+	const clientPort, monitorPort, leafPort = 4222, 8222, 7422
 	delete(hub, "cluster")
-	hub["host"], hub["port"], hub["http_port"] = "127.0.0.1", freePort(t), hubMon
-	hub["leafnodes"] = map[string]any{"host": "127.0.0.1", "port": leafPort}
+	delete(hub, "http_port")
+	delete(leaf, "http_port")
+	hub["host"], hub["port"], hub["http"] = hubAddr, clientPort, hubAddr+":"+strconv.Itoa(monitorPort)
+	hub["leafnodes"] = map[string]any{"host": hubAddr, "port": leafPort}
 	hub["jetstream"].(map[string]any)["store_dir"] = t.TempDir()
-	leaf["host"], leaf["port"], leaf["http_port"] = "127.0.0.1", freePort(t), leafMon
-	leaf["leafnodes"].(map[string]any)["remotes"].([]any)[0].(map[string]any)["urls"] = []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)}
+	leaf["host"], leaf["port"], leaf["http"] = leafAddr, clientPort, leafAddr+":"+strconv.Itoa(monitorPort)
+	leaf["leafnodes"].(map[string]any)["remotes"].([]any)[0].(map[string]any)["urls"] = []string{fmt.Sprintf("nats-leaf://%s:%d", hubAddr, leafPort)}
 	leaf["jetstream"].(map[string]any)["store_dir"] = t.TempDir()
 	runNATS(t, hub)
 	runNATS(t, leaf)
 
 	// Each side lists the one leafnode connection (nats-server 2.9's /leafz has no server names).
-	for _, mon := range []int{hubMon, leafMon} {
+	for _, addr := range []string{hubAddr, leafAddr} {
 		var leafz struct {
 			Leafs []struct{ Account string } `json:"leafs"`
 		}
-		poll(t, fmt.Sprintf("http://127.0.0.1:%d/leafz", mon), &leafz, func() bool { return len(leafz.Leafs) == 1 })
+		poll(t, fmt.Sprintf("http://%s:%d/leafz", addr, monitorPort), &leafz, func() bool { return len(leafz.Leafs) == 1 })
 	}
 	var jsz struct {
 		Config struct{ Domain string } `json:"config"`
 	}
-	poll(t, fmt.Sprintf("http://127.0.0.1:%d/jsz", leafMon), &jsz, func() bool { return jsz.Config.Domain != "" })
+	poll(t, fmt.Sprintf("http://%s:%d/jsz", leafAddr, monitorPort), &jsz, func() bool { return jsz.Config.Domain != "" })
 	if jsz.Config.Domain != "leaf-a2" {
 		t.Errorf("the leaf's JetStream domain is %q", jsz.Config.Domain)
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// loopbackAddr is a random address of 127.200.0.0/16 (Linux answers on all of 127.0.0.0/8).
+func loopbackAddr() string {
+	return fmt.Sprintf("127.200.%d.%d", rand.IntN(256), 1+rand.IntN(254))
 }
 
 // runNATS runs nats-server with conf until the test ends.
