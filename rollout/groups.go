@@ -228,9 +228,9 @@ func (gr *groupsRun) runGroup(ctx context.Context, run *groupRun) {
 		if settleErr != nil {
 			// Halt, without rolling back: every node switched so far passed its gate.
 			run.status, run.why = StatusFailed, "halted before "+batch[0]+": "+settleErr.Error()
+			gr.fail(g, run.why)
 			gr.skip(run, rest, StatusSkipped, "not started: the cluster did not settle")
 			log.Error("rollout halted: the cluster did not settle", "next", batch[0], "err", settleErr)
-			gr.fail(g, run.why)
 			return
 		}
 		results := make([]NodeResult, len(batch))
@@ -277,12 +277,11 @@ func (gr *groupsRun) runGroup(ctx context.Context, run *groupRun) {
 		run.seq += slowest
 		if failed != "" {
 			run.status, run.why = StatusFailed, failed
+			gr.fail(g, failed)
 			gr.skip(run, all[done:], StatusSkipped, "not started: "+failedNode+" failed")
 			if plan.RevertAll {
-				reverted := r.revertAll(ctx, plan, switched, len(members), log)
-				gr.reverted(reverted)
+				gr.reverted(r.revertAll(ctx, plan, switched, len(members), log))
 			}
-			gr.fail(g, failed)
 			return
 		}
 	}
