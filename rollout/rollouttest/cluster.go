@@ -111,7 +111,7 @@ func (c *Cluster) Checks(node string) int {
 	return c.checks[node]
 }
 
-func (c *Cluster) serving(n *System) bool { return n.Up() && !c.broken[n.Running()] }
+func (c *Cluster) serving(n *System) bool { return n.Up() && !c.broken[n.Running()] && n.Rejoined() }
 
 // Health implements rollout.Cluster.
 func (c *Cluster) Health(ctx context.Context, node string, peers int) error {
@@ -127,6 +127,9 @@ func (c *Cluster) Health(ctx context.Context, node string, peers int) error {
 	}
 	if c.broken[n.Running()] {
 		return fmt.Errorf("/healthz: 503 {\"status\":\"unavailable\",\"error\":\"JetStream has not established contact with a meta leader\"}")
+	}
+	if !n.Rejoined() {
+		return fmt.Errorf("/healthz: 503 {\"status\":\"unavailable\",\"error\":\"JetStream is not current with the meta leader\"}")
 	}
 	if hub, leaf := c.hubOf[node]; leaf {
 		connections := 0
