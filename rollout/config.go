@@ -125,7 +125,7 @@ func (c Config) Validate() error {
 		bad("CIMDEPLOY_ROLLOUT_GATE_POLL %s is longer than CIMDEPLOY_ROLLOUT_GATE_TIMEOUT %s", c.GatePoll, c.GateTimeout)
 	}
 	if c.MaxParallel < 1 || c.MaxParallel > MaxMaxParallel {
-		bad("CIMDEPLOY_ROLLOUT_MAX_PARALLEL %d: want a number of nodes between 1 and %d", c.MaxParallel, MaxMaxParallel)
+		bad("CIMDEPLOY_ROLLOUT_MAX_PARALLEL (--max-parallel) %d: want a number of nodes between 1 and %d", c.MaxParallel, MaxMaxParallel)
 	}
 	if n := btoi(c.SystemCredsFile != "") + btoi(c.SystemUser != "") + btoi(c.SystemNkeyFile != ""); n > 1 {
 		bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE, CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE: set one")

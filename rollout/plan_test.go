@@ -110,7 +110,7 @@ func TestConfigValidate(t *testing.T) {
 	bad.SecretsDir = t.TempDir() + "/missing"
 	bad.MaxParallel = 0
 	err = bad.Validate()
-	for _, want := range []string{"CIMDEPLOY_ROLLOUT_MAX_PARALLEL 0: want a number of nodes between 1 and 256", "CIMDEPLOY_ROLLOUT_GATE_TIMEOUT 0s", "CIMDEPLOY_ROLLOUT_GATE_POLL -1ns", "SYSTEM_PASSWORD_FILE go together", "CIMDEPLOY_SECRETS_DIR"} {
+	for _, want := range []string{"CIMDEPLOY_ROLLOUT_MAX_PARALLEL (--max-parallel) 0: want a number of nodes between 1 and 256", "CIMDEPLOY_ROLLOUT_GATE_TIMEOUT 0s", "CIMDEPLOY_ROLLOUT_GATE_POLL -1ns", "SYSTEM_PASSWORD_FILE go together", "CIMDEPLOY_SECRETS_DIR"} {
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("Validate: %v, want it to say %q", err, want)
 		}
