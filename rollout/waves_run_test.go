@@ -256,7 +256,7 @@ func TestWavesRevertAllPerGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := w.r.Run(t.Context(), plan, &recorder{})
+	res := w.r.Run(t.Context(), plan, nil) // LogTracker, from both groups at once
 	if res.Status != rollout.StatusFailed || len(res.Reverted) != 1 || res.Reverted[0].Node != "east-2" || res.Reverted[0].Status != rollout.StatusSuccess {
 		t.Fatalf("rollout %s %s, reverted %+v; want east-2 reverted\n%s", res.Status, res.Error, res.Reverted, w.log)
 	}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,6 +62,40 @@ func TestPrintWavesAndNodeCommits(t *testing.T) {
 		"west-1  cluster west", "bbbbbbbbbbbb", "leaves of east skipped: not started: hub cluster east failed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary does not say %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestLineTrackerFromSeveralGroupsAtOnce: the groups of a plan report their nodes side by side; the
+// line tracker keeps every line whole (go test -race checks its locking).
+func TestLineTrackerFromSeveralGroupsAtOnce(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	tr := &lineTracker{w: &out}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		node := fmt.Sprintf("node-%d", i)
+		wg.Go(func() {
+			_ = tr.Step(t.Context(), node, func(ctx context.Context, st rollout.Step) error {
+				st.Progress(ctx, 1, 2, "activate")
+				fmt.Fprintln(st.Output(), "activating the configuration...")
+				st.Note("generation %d", 2)
+				return nil
+			})
+			tr.Skip([]string{node + "-leaf"}, rollout.StatusSkipped, "not started: hub cluster east failed")
+		})
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 8*5 {
+		t.Fatalf("%d lines, want 40:\n%s", len(lines), out.String())
+	}
+	for i := range 8 {
+		for _, want := range []string{fmt.Sprintf("node-%d started", i), fmt.Sprintf("node-%d | activating the configuration...", i),
+			fmt.Sprintf("node-%d-leaf skipped: not started: hub cluster east failed", i)} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("no line says %q", want)
+			}
 		}
 	}
 }
