@@ -697,7 +697,7 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
 	sys := r.Systems[node]
 	var changes <-chan struct{}
-	if w, ok := r.Cluster.(Watcher); ok {
+	if w, ok := r.Cluster.(Watcher); ok && topology.RunsNATS(placeNode(r.Topology, node).role) {
 		var stop func()
 		changes, stop = w.Watch(ctx, node)
 		defer stop()
