@@ -41,8 +41,10 @@ type groupsRun struct {
 	tr    Tracker
 	log   *slog.Logger
 	slots *semaphore.Weighted
-	index map[string]int
-	nodes []NodeResult
+	// maxParallel is the slots' size: the nodes switching at once.
+	maxParallel int
+	index       map[string]int
+	nodes       []NodeResult
 	// wait ends when the run is cancelled or halted: the waits for slots end with it, never a node.
 	wait       context.Context
 	stopWait   context.CancelFunc
@@ -66,7 +68,7 @@ func (r *Rollout) runGroups(ctx context.Context, plan *Plan, tr Tracker, res *Re
 	if plan.MaxParallel > 0 {
 		maxParallel = min(maxParallel, plan.MaxParallel)
 	}
-	gr := &groupsRun{r: r, plan: plan, tr: tr, log: log, res: res, keepGoing: r.Config.KeepGoing,
+	gr := &groupsRun{r: r, plan: plan, tr: tr, log: log, res: res, keepGoing: r.Config.KeepGoing, maxParallel: maxParallel,
 		slots: semaphore.NewWeighted(int64(maxParallel)), index: map[string]int{}, nodes: make([]NodeResult, len(plan.Nodes)),
 		groups: map[string]*groupRun{}}
 	gr.wait, gr.stopWait = context.WithCancel(ctx)
@@ -212,10 +214,11 @@ func (gr *groupsRun) runGroup(ctx context.Context, run *groupRun) {
 			settleErr = r.settle(ctx, members, log.With("next", batch[0]))
 			run.seq += time.Since(start)
 		}
-		acquired := work > 0 && settleErr == nil && gr.slots.Acquire(gr.wait, int64(work)) == nil
+		slots := int64(min(work, gr.maxParallel)) // a batch planned with a larger bound takes every slot
+		acquired := work > 0 && settleErr == nil && gr.slots.Acquire(gr.wait, slots) == nil
 		release := func() {
 			if acquired {
-				gr.slots.Release(int64(work))
+				gr.slots.Release(slots)
 			}
 		}
 		if err := ctx.Err(); err != nil {

@@ -285,3 +285,23 @@ func TestWavesStorageHasNoNATSGate(t *testing.T) {
 		}
 	}
 }
+
+// TestWavesRunWithFewerSlotsThanThePlanned: a plan made with --max-parallel 6 (leaf batches of 3) run
+// with 2 slots finishes: a batch bigger than the slots takes them all.
+func TestWavesRunWithFewerSlotsThanThePlanned(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.MaxParallel = 6
+	w := newFleetWorld(t, fleet{clusters: []string{"east"}, members: 1, leaves: 5, leafMax: 3}, cfg)
+	plan, err := w.r.Plan(t.Context(), rollout.Request{RunID: "slots", Commit: "b", Targets: w.targets("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := group(plan, "leaves of east"); g.Batch != 3 {
+		t.Fatalf("leaves %+v: want batches of 3", g)
+	}
+	w.r.Config.MaxParallel = 2
+	if res := w.r.Run(t.Context(), plan, &recorder{}); res.Status != rollout.StatusSuccess {
+		t.Fatalf("rollout %s: %s", res.Status, res.Error)
+	}
+}
