@@ -32,6 +32,9 @@ type Cluster interface {
 type Server struct {
 	Monitor string // http://10.0.0.11:8222
 	Client  string // nats://10.0.0.11:4222
+	// Leaf marks a leaf node's server (role nats-leaf): its health is /healthz and its leafnode
+	// connections to its hub (/leafz), not routes and a meta leader of its own.
+	Leaf bool
 }
 
 // NATS is Cluster over HTTP monitoring and, when system account credentials are configured,
@@ -70,9 +73,13 @@ func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 		n.Password = strings.TrimRight(string(pw), "\r\n")
 	}
 	for name, node := range top.Nodes {
+		if node.Role != "" && !topology.RunsNATS(node.Role) { // a storage or repository-role node: no server
+			continue
+		}
 		n.Servers[name] = Server{
 			Monitor: "http://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.MonitorPort)).String(),
 			Client:  "nats://" + netip.AddrPortFrom(node.Address, uint16(top.Services.NATS.ClientPort)).String(),
+			Leaf:    node.Role == topology.RoleNATSLeaf,
 		}
 	}
 	for name, node := range top.Removed { // still to take out of the cluster (remove.go)
@@ -106,10 +113,17 @@ func (n *NATS) server(node string) (Server, error) {
 // /routez num_routes, which counts pooled connections), /jsz names a meta leader and, with system
 // account credentials, every server of the cluster answers a ping. The three monitoring requests go
 // out at once: a probe takes one round trip, not three.
+//
+// On a leaf's server (Server.Leaf), peers is the least number of leafnode connections it must have
+// (to its hub): /healthz answers 200 and /leafz counts at least peers leafnodes
+// (https://docs.nats.io/running-a-nats-service/nats_admin/monitoring#leaf-node-information-leafz).
 func (n *NATS) Health(ctx context.Context, node string, peers int) error {
 	srv, err := n.server(node)
 	if err != nil {
 		return err
+	}
+	if srv.Leaf {
+		return n.leafHealth(ctx, srv, peers)
 	}
 	var (
 		wg                  sync.WaitGroup
@@ -152,6 +166,37 @@ func (n *NATS) Health(ctx context.Context, node string, peers int) error {
 	}
 	if len(names) < peers+1 {
 		return fmt.Errorf("$SYS.REQ.SERVER.PING: %d servers answered (%s), want %d", len(names), strings.Join(names, ", "), peers+1)
+	}
+	return nil
+}
+
+// leafHealth is Health of a leaf's server: /healthz and /leafz, asked at once.
+func (n *NATS) leafHealth(ctx context.Context, srv Server, connections int) error {
+	var (
+		wg             sync.WaitGroup
+		healthz, lzErr error
+		leafz          struct {
+			Leafnodes int `json:"leafnodes"`
+		}
+	)
+	wg.Go(func() {
+		body, code, err := n.get(ctx, srv.Monitor+"/healthz")
+		switch {
+		case err != nil:
+			healthz = err
+		case code != http.StatusOK:
+			healthz = fmt.Errorf("/healthz: %d %s", code, strings.TrimSpace(string(body)))
+		}
+	})
+	wg.Go(func() { lzErr = n.getJSON(ctx, srv.Monitor+"/leafz", &leafz) })
+	wg.Wait()
+	switch {
+	case healthz != nil:
+		return healthz
+	case lzErr != nil:
+		return lzErr
+	case leafz.Leafnodes < connections:
+		return fmt.Errorf("/leafz: %d leafnode connections to the hub, want at least %d", leafz.Leafnodes, connections)
 	}
 	return nil
 }

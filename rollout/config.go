@@ -53,6 +53,13 @@ type Config struct {
 	// servers refuse clients without a user, and the gate then always pings.
 	SystemNkeyFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"`
 
+	// MaxParallel bounds the nodes switched at once across the rollout's groups (waves.go): different
+	// NATS clusters go side by side, leaves and other roles in batches of at most this many.
+	MaxParallel int `env:"CIMDEPLOY_ROLLOUT_MAX_PARALLEL, default=4"`
+	// KeepGoing lets the groups that do not depend on a failed one go on to their end; without it they
+	// finish the node in flight and stop.
+	KeepGoing bool `env:"CIMDEPLOY_ROLLOUT_KEEP_GOING"`
+
 	// SecretsDir is the local directory of the nodes' secrets, <dir>/<node>/<file> (ca.pem, node.pem,
 	// node-key.pem), installed on each node before its switch when the cluster is secured; a node
 	// whose files are missing is refused before anything is switched. SecretsOwner owns them there.
@@ -78,6 +85,14 @@ func (c Config) settleTimeout() time.Duration {
 		return c.SettleTimeout
 	}
 	return c.GateTimeout
+}
+
+// maxParallel is MaxParallel, or DefaultMaxParallel for a Config made without it.
+func (c Config) maxParallel() int {
+	if c.MaxParallel > 0 {
+		return c.MaxParallel
+	}
+	return DefaultMaxParallel
 }
 
 // Validate reports every problem of c at once.
@@ -108,6 +123,9 @@ func (c Config) Validate() error {
 	}
 	if c.GatePoll > c.GateTimeout && c.GateTimeout > 0 {
 		bad("CIMDEPLOY_ROLLOUT_GATE_POLL %s is longer than CIMDEPLOY_ROLLOUT_GATE_TIMEOUT %s", c.GatePoll, c.GateTimeout)
+	}
+	if c.MaxParallel < 1 || c.MaxParallel > MaxMaxParallel {
+		bad("CIMDEPLOY_ROLLOUT_MAX_PARALLEL (--max-parallel) %d: want a number of nodes between 1 and %d", c.MaxParallel, MaxMaxParallel)
 	}
 	if n := btoi(c.SystemCredsFile != "") + btoi(c.SystemUser != "") + btoi(c.SystemNkeyFile != ""); n > 1 {
 		bad("CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE, CIMDEPLOY_ROLLOUT_SYSTEM_USER and CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE: set one")

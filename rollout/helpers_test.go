@@ -33,6 +33,7 @@ func fastConfig() rollout.Config {
 		ReconnectTimeout:  time.Second,
 		CopyTimeout:       2 * time.Second,
 		HTTPTimeout:       time.Second,
+		MaxParallel:       4,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
 
@@ -115,6 +116,12 @@ type Plan struct {
 	DestroyRemoved bool `json:"destroy_removed,omitempty"`
 	// KeepData keeps the JetStream data of the nodes it recreates (recreate.go).
 	KeepData bool `json:"keep_data,omitempty"`
+	// Groups are the nodes grouped by how they go (waves.go): each NATS cluster one at a time, the
+	// leaves of a hub and the nodes of other roles in batches; Waves show what goes side by side.
+	// MaxParallel bounds the nodes switched at once.
+	Groups      []Group `json:"groups,omitempty"`
+	Waves       []Wave  `json:"waves,omitempty"`
+	MaxParallel int     `json:"max_parallel,omitempty"`
 }
 
 // PlanInput is what NewPlan plans from.
@@ -134,6 +141,13 @@ type PlanInput struct {
 	// Recreate recreates every target's container from its template, keeping its JetStream data with
 	// KeepData, wiping it otherwise (recreate.go).
 	Recreate, KeepData bool
+	// Topology gives each node its role and NATS cluster, which group it in the waves (waves.go); nil:
+	// every node is a member of one cluster. Leaders are the JetStream meta leaders by cluster (nil:
+	// Leader is the one cluster's). MaxParallel bounds the nodes switched at once (0:
+	// DefaultMaxParallel).
+	Topology    *topology.Topology
+	Leaders     map[string]string
+	MaxParallel int
 }
 
 // Refused reports whether the plan must not start.
@@ -180,6 +194,9 @@ func NewPlan(in PlanInput) *Plan {
 		}
 		np := recreatePlan(planNode(t, o, in), t, o, in)
 		np.Leader = t.Node == in.Leader
+		if l, ok := in.Leaders[placeNode(in.Topology, t.Node).cluster]; ok {
+			np.Leader = t.Node == l
+		}
 		if np.Action == ActionRefuse {
 			p.Problems = append(p.Problems, fmt.Sprintf("%s: %s", np.Node, np.Reason))
 		}
@@ -193,6 +210,7 @@ func NewPlan(in PlanInput) *Plan {
 	slices.SortStableFunc(p.Nodes, func(a, b NodePlan) int {
 		return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a.Node, b.Node))
 	})
+	planWaves(p, in.Topology, in.Leaders, in.MaxParallel)
 	return p
 }
 

@@ -96,7 +96,7 @@ func TestPlanGolden(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	good := rollout.Config{ConfirmTimeout: 5 * time.Minute, GateTimeout: 3 * time.Minute, GatePoll: 250 * time.Millisecond,
 		SettleTimeout: 2 * time.Minute, PreflightTimeout: 30 * time.Second, ActivationTimeout: 90 * time.Second, ReconnectTimeout: time.Minute,
-		CopyTimeout: 30 * time.Minute, HTTPTimeout: 5 * time.Second, SecretsOwner: "nats"}
+		CopyTimeout: 30 * time.Minute, HTTPTimeout: 5 * time.Second, SecretsOwner: "nats", MaxParallel: 4}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,9 @@ func TestConfigValidate(t *testing.T) {
 	bad.GateTimeout, bad.GatePoll, bad.ConfirmTimeout = 0, -1, 4*time.Minute
 	bad.SystemUser = "sys"
 	bad.SecretsDir = t.TempDir() + "/missing"
+	bad.MaxParallel = 0
 	err = bad.Validate()
-	for _, want := range []string{"CIMDEPLOY_ROLLOUT_GATE_TIMEOUT 0s", "CIMDEPLOY_ROLLOUT_GATE_POLL -1ns", "SYSTEM_PASSWORD_FILE go together", "CIMDEPLOY_SECRETS_DIR"} {
+	for _, want := range []string{"CIMDEPLOY_ROLLOUT_MAX_PARALLEL (--max-parallel) 0: want a number of nodes between 1 and 256", "CIMDEPLOY_ROLLOUT_GATE_TIMEOUT 0s", "CIMDEPLOY_ROLLOUT_GATE_POLL -1ns", "SYSTEM_PASSWORD_FILE go together", "CIMDEPLOY_SECRETS_DIR"} {
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("Validate: %v, want it to say %q", err, want)
 		}

@@ -32,6 +32,11 @@ type Result struct {
 	Nodes []NodeResult `json:"nodes"`
 	// Reverted are the nodes --revert-all switched back after a failure.
 	Reverted []NodeResult `json:"reverted,omitempty"`
+	// Groups are how the plan's groups ended (waves.go), each with the time of its sequential steps;
+	// CriticalPath is the longest chain of those through the groups' dependencies: the shortest the
+	// rollout could take with every group side by side, to set beside Duration.
+	Groups       []GroupResult `json:"groups,omitempty"`
+	CriticalPath time.Duration `json:"critical_path_ns,omitempty"`
 }
 
 // Node returns the result of node, or nil.
@@ -51,6 +56,11 @@ type NodeResult struct {
 	Node   string `json:"node"`
 	Action Action `json:"action"`
 	Status Status `json:"status"`
+	// Group is the plan's group the node went in (waves.go).
+	Group string `json:"group,omitempty"`
+	// Commit is the commit the node runs after the rollout: the target's when it got there, the one it
+	// ran when it was rolled back or not reached; "" when that is unknown (a rollback that failed).
+	Commit string `json:"commit,omitempty"`
 
 	From           string `json:"from,omitempty"`
 	FromGeneration int    `json:"from_generation,omitempty"`
@@ -101,7 +111,9 @@ func (n NodeResult) note() string {
 }
 
 // Tracker reports the rollout's work per node. The pipeline's rollout stage reports each node as a
-// step of the stage (events StepStarted, StepProgress, StepFinished); LogTracker logs.
+// step of the stage (events StepStarted, StepProgress, StepFinished); LogTracker logs. The groups of
+// a plan run side by side: Step and Skip are called from several goroutines at once, so a Tracker
+// must be safe for concurrent use (each Step it hands out is used by one goroutine).
 type Tracker interface {
 	// Step runs fn as node's step: announced when it starts, recorded with its result when it ends.
 	Step(ctx context.Context, node string, fn func(ctx context.Context, st Step) error) error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -64,11 +65,16 @@ type Request struct {
 
 // Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
 func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
-	obs, leader, err := r.Observe(ctx)
+	obs, leaders, err := r.ObserveLeaders(ctx)
 	if err != nil {
 		return nil, err
 	}
+	leader := ""
+	if clusters := slices.Sorted(maps.Keys(leaders)); len(clusters) > 0 {
+		leader = leaders[clusters[0]]
+	}
 	in := PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
+		Topology: r.Topology, Leaders: leaders, MaxParallel: r.Config.maxParallel(),
 		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved,
 		Recreate: req.Recreate, KeepData: req.KeepData}
 	if req.Recreate && !req.KeepData {
@@ -83,11 +89,26 @@ func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
 }
 
 // Observe looks at every node of the topology at once: what it runs, its generations, what the state
-// store recorded, and whether it is healthy and clustered with every other reachable node (polled
-// up to the pre-flight timeout); an unreachable node's container state comes from Proxmox. It also
-// finds the JetStream meta leader. Only a state store that fails is an error: everything else is an
-// observation.
+// store recorded, and whether it is healthy (polled up to the pre-flight timeout): a cluster member
+// clustered with every other reachable member of its cluster, a leaf connected to its hub, a node
+// without NATS reachable. An unreachable node's container state comes from Proxmox. It also finds the
+// JetStream meta leader (of the first cluster by name; ObserveLeaders gives every cluster's). Only a
+// state store that fails is an error: everything else is an observation.
 func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
+	obs, leaders, err := r.ObserveLeaders(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	clusters := slices.Sorted(maps.Keys(leaders))
+	if len(clusters) == 0 {
+		return obs, "", nil
+	}
+	return obs, leaders[clusters[0]], nil
+}
+
+// ObserveLeaders is Observe with the JetStream meta leader of each NATS cluster (asked of a healthy
+// member of that cluster), by cluster name; a cluster whose leader is unknown has none.
+func (r *Rollout) ObserveLeaders(ctx context.Context) ([]Observation, map[string]string, error) {
 	names := r.Topology.NodeNames()
 	obs := make([]Observation, len(names))
 	errs := make([]error, len(names))
@@ -97,32 +118,28 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	removed, err := r.observeRemoved(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	reachable := 0
-	for _, o := range removed {
-		if o.Reachable { // still routed to: every gate counts it until it is taken out
-			reachable++
+	reachable := map[string]int{} // cluster -> its reachable members
+	for _, o := range slices.Concat(obs, removed) {
+		// A removed node still routed to counts: every gate counts it until it is taken out.
+		if pl := placeNode(r.Topology, o.Node); o.Reachable && pl.role == topology.RoleNATSCluster {
+			reachable[pl.cluster]++
 		}
 	}
-	for _, o := range obs {
-		if o.Reachable {
-			reachable++
-		}
-	}
-	peers := reachable - 1
 	for i := range obs {
 		if !obs[i].Reachable {
 			continue
 		}
 		wg.Go(func() {
 			o := &obs[i]
+			peers := reachable[placeNode(r.Topology, o.Node).cluster] - 1
 			err := r.poll(ctx, r.Config.PreflightTimeout, nil, func(ctx context.Context) error {
-				return r.Cluster.Health(ctx, o.Node, peers)
+				return r.health(ctx, o.Node, peers)
 			})
 			o.Healthy = err == nil
 			if err != nil {
@@ -131,16 +148,17 @@ func (r *Rollout) Observe(ctx context.Context) ([]Observation, string, error) {
 		})
 	}
 	wg.Wait()
-	leader := ""
+	leaders := map[string]string{}
 	for _, o := range obs {
-		if o.Healthy {
-			if l, err := r.Cluster.Leader(ctx, o.Node); err == nil && l != "" {
-				leader = l
-				break
-			}
+		pl := placeNode(r.Topology, o.Node)
+		if _, found := leaders[pl.cluster]; found || !o.Healthy || pl.role != topology.RoleNATSCluster {
+			continue
+		}
+		if l, err := r.Cluster.Leader(ctx, o.Node); err == nil && l != "" {
+			leaders[pl.cluster] = l
 		}
 	}
-	return append(obs, removed...), leader, nil
+	return append(obs, removed...), leaders, nil
 }
 
 func (r *Rollout) observe(ctx context.Context, name string) (Observation, error) {
@@ -178,7 +196,10 @@ func (r *Rollout) observe(ctx context.Context, name string) (Observation, error)
 	return o, nil
 }
 
-// Run runs the plan: a plain loop over its nodes, one at a time, stopping at the first failure.
+// Run runs the plan: each of its groups (waves.go) a plain loop over its nodes, one at a time (a NATS
+// cluster) or a batch at a time (leaves, other roles); groups side by side, a hub's leaves after the
+// hub, at most Config.MaxParallel nodes at once (groups.go). A failure halts its group and the groups
+// that depend on it; the others finish the node in flight and stop (or go on with KeepGoing).
 // Cancellation of ctx is checked between nodes only: a node whose switch has begun is finished (or
 // rolled back) on a context of its own, with its own timeouts. A refused plan touches nothing. tr nil
 // logs instead.
@@ -207,61 +228,12 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	stopCopies := r.precopy(ctx, plan, log)
 	defer stopCopies()
-	members := slices.Clone(plan.Members)
-	var switched []NodeResult
-	changed := false // a node of this run was switched or provisioned: the cluster must settle before the next
-	for i, np := range plan.Nodes {
-		var settleErr error
-		if changed && np.Action != ActionSkip && ctx.Err() == nil {
-			settleErr = r.settle(ctx, members, log.With("next", np.Node))
-		}
-		if err := ctx.Err(); err != nil {
-			res.Status, res.Error = StatusCancelled, "cancelled before "+np.Node+": "+context.Cause(ctx).Error()
-			tr.Skip(nodeNames(plan.Nodes[i:]), StatusCancelled, "not started: "+context.Cause(ctx).Error())
-			for _, rest := range plan.Nodes[i:] {
-				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusCancelled})
-			}
-			break
-		}
-		if settleErr != nil {
-			// Halt, without rolling back: every node switched so far passed its gate.
-			res.Status, res.Error = StatusFailed, "halted before "+np.Node+": "+settleErr.Error()
-			tr.Skip(nodeNames(plan.Nodes[i:]), StatusSkipped, "not started: the cluster did not settle")
-			for _, rest := range plan.Nodes[i:] {
-				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusSkipped})
-			}
-			log.Error("rollout halted: the cluster did not settle", "next", np.Node, "err", settleErr)
-			break
-		}
-		nr := r.step(ctx, plan, np, len(members), tr, log.With("node", np.Node))
-		res.Nodes = append(res.Nodes, nr)
-		if nr.Status == StatusFailed {
-			res.Status, res.Error = StatusFailed, np.Node+": "+nr.Error
-			tr.Skip(nodeNames(plan.Nodes[i+1:]), StatusSkipped, "not started: "+np.Node+" failed")
-			for _, rest := range plan.Nodes[i+1:] {
-				res.Nodes = append(res.Nodes, NodeResult{Node: rest.Node, Action: rest.Action, Status: StatusSkipped})
-			}
-			if plan.RevertAll {
-				res.Reverted = r.revertAll(ctx, plan, switched, len(members), log)
-			}
-			break
-		}
-		switch {
-		case np.Action == ActionProvision || (np.Action == ActionRecreate && np.Current == ""):
-			members = append(members, np.Node)
-			changed = true
-		case np.Action == ActionRecreate:
-			changed = true
-		}
-		if np.Action == ActionSwitch {
-			switched = append(switched, nr)
-			changed = true
-		}
-	}
+	members := r.runGroups(ctx, plan, tr, res, log)
 	if res.Status == StatusSuccess {
-		r.runRemovals(ctx, plan, res, len(members), tr, log)
+		r.runRemovals(ctx, plan, res, members, tr, log)
 	}
-	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond))
+	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond),
+		"critical_path", res.CriticalPath.Round(time.Millisecond))
 	return res
 }
 
@@ -725,7 +697,7 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) error {
 	sys := r.Systems[node]
 	var changes <-chan struct{}
-	if w, ok := r.Cluster.(Watcher); ok {
+	if w, ok := r.Cluster.(Watcher); ok && topology.RunsNATS(placeNode(r.Topology, node).role) {
 		var stop func()
 		changes, stop = w.Watch(ctx, node)
 		defer stop()
@@ -737,7 +709,7 @@ func (r *Rollout) gate(ctx context.Context, node, toplevel string, peers int) er
 	go func() { probed <- probe(ctx, sys, toplevel) }()
 	pending, probeErr := true, error(nil)
 	err := r.poll(ctx, r.Config.GateTimeout, changes, func(ctx context.Context) error {
-		if err := r.Cluster.Health(ctx, node, peers); err != nil {
+		if err := r.health(ctx, node, peers); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
 		if pending {

@@ -102,6 +102,8 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 		f.BoolVar(force, "force", false, "switch even nodes switched by hand, a commit that failed before, or an unhealthy cluster")
 	}
 	f.BoolVar(&cfg.RevertAll, "revert-all", cfg.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
+	f.IntVar(&c.MaxParallel, "max-parallel", c.MaxParallel, "most nodes switched at once: NATS clusters side by side, leaves and other roles in batches (each cluster still one member at a time) [CIMDEPLOY_ROLLOUT_MAX_PARALLEL]")
+	f.BoolVar(&c.KeepGoing, "keep-going", c.KeepGoing, "when a group of nodes fails, let the groups that do not depend on it go on to their end [CIMDEPLOY_ROLLOUT_KEEP_GOING]")
 }
 
 // addRepoFlags adds the infrastructure repository, its revision (not when rev is empty: serve takes

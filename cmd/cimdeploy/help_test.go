@@ -12,7 +12,8 @@ func TestHelpShowsOnlyTheCommandsFlags(t *testing.T) {
 	t.Parallel()
 	build := []string{"--lxc-builder", "--build-workers", "--build-memory-per-eval", "--allow-force-push", "--keep-workspace",
 		"--timeout-checkout", "--timeout-generate", "--timeout-check", "--timeout-build", "--timeout-cleanup", "--timeout-publish", "--timeout-rollout"}
-	roll := []string{"--confirm-timeout", "--gate-timeout", "--gate-poll", "--preflight-timeout", "--activation-timeout", "--force", "--revert-all"}
+	roll := []string{"--confirm-timeout", "--gate-timeout", "--gate-poll", "--preflight-timeout", "--activation-timeout", "--force", "--revert-all",
+		"--max-parallel", "--keep-going"}
 	nix := []string{"--nix", "--nix-offline", "--override-input", "--nix-timeout"}
 	reach := []string{"--repo", "--rev", "--events", "--git-token-file", "--data-dir", "--nats-url", "--ssh-key-file", "--ssh-known-hosts",
 		"--ssh-jump", "--lab", "--lab-dir"}

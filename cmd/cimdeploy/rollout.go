@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -75,8 +76,15 @@ rolled back to its previous generation, the failed generation is deleted, the co
 for that node (not retried until a newer commit) and the rollout halts; --revert-all also reverts the nodes
 already switched. A rollback is a failure: the exit code is 1.
 
-The plan (node, current generation and commit, target, action, closure diff) is printed first and, on a
-terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
+Several NATS clusters roll in waves: each cluster one member at a time (its meta leader last), different
+clusters side by side; a hub cluster's leaf nodes after the hub when both change, in batches of their
+role's max_unavailable; nodes of other roles (storage, repository roles) in batches of theirs; at most
+--max-parallel nodes at once. A failure halts its group and the groups after it that depend on it; the
+other groups finish the node in flight and stop, or go on to their end with --keep-going. The summary says
+which commit each node runs, and the rollout's wall time beside its critical path.
+
+The plan (node, current generation and commit, target, action, closure diff, waves) is printed first and,
+on a terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
 
 Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configuration error, 3
 infrastructure error, 130 interrupted.`,
@@ -126,12 +134,18 @@ func runRollout(ctx context.Context, g *globalOptions, opts rolloutOptions) erro
 	case !opts.yes && !opts.dryRun && !isTerminal(g.stdin):
 		return usageError(errors.New("standard input is not a terminal, so the plan cannot be confirmed: pass --yes (or --dry-run)"))
 	}
+	var res *rollout.Result
 	ropts := deploy.RunOptions{Nodes: opts.nodes, Force: opts.force, DryRun: opts.dryRun, DestroyRemoved: opts.destroyRemoved,
 		Recreate: opts.recreate, KeepData: opts.keepData,
 		Confirm: func(ctx context.Context, plan *rollout.Plan) (bool, error) {
 			return confirmPlan(ctx, g, opts.cfg.Nix, opts.confirm, plan)
-		}}
-	return runPipeline(ctx, g, &opts.cfg, pipeline.KindDeploy, ropts, pipelineOutput{json: opts.json, plain: true, noWait: opts.noWait})
+		},
+		Done: func(r *rollout.Result) { res = r }}
+	err := runPipeline(ctx, g, &opts.cfg, pipeline.KindDeploy, ropts, pipelineOutput{json: opts.json, plain: true, noWait: opts.noWait})
+	if !opts.json {
+		printNodeCommits(g.stdout, res)
+	}
+	return err
 }
 
 // confirmPlan prints the plan with the closure diffs the local store can tell and asks whether to go
@@ -237,6 +251,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, np.Action, cur, target, np.Reason)
 	}
 	tw.Flush()
+	printWaves(w, plan)
 	printRemovals(w, plan)
 	if len(plan.Problems) > 0 {
 		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")
@@ -251,6 +266,64 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// printWaves writes the plan's waves: what goes side by side (each NATS cluster one member at a
+// time, the meta leader last; leaves and other roles in batches), and what waits for what.
+func printWaves(w io.Writer, plan *rollout.Plan) {
+	if len(plan.Waves) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwaves: %d group(s), at most %d node(s) at once", len(plan.Groups), plan.MaxParallel)
+	for _, g := range plan.Groups {
+		if len(g.After) > 0 {
+			fmt.Fprintf(w, "; %s after %s", g.Name, strings.Join(g.After, ", "))
+		}
+	}
+	fmt.Fprintln(w)
+	for _, wave := range plan.Waves {
+		steps := make([]string, len(wave.Steps))
+		for i, st := range wave.Steps {
+			steps[i] = st.Group + ": " + strings.Join(st.Nodes, " ")
+		}
+		fmt.Fprintf(w, "  %3d  %s\n", wave.Number, strings.Join(steps, "  |  "))
+	}
+}
+
+// printNodeCommits writes what the rollout left on each node (its commit, how its step ended), the
+// groups that did not succeed and why, and the wall time beside the critical path.
+func printNodeCommits(w io.Writer, res *rollout.Result) {
+	if res == nil || len(res.Nodes) == 0 {
+		return
+	}
+	reverted := map[string]bool{}
+	for _, n := range res.Reverted {
+		reverted[n.Node] = n.Status == rollout.StatusSuccess
+	}
+	fmt.Fprintf(w, "\nrollout %s %s in %s, critical path %s", res.RunID, res.Status, res.Duration.Round(time.Millisecond),
+		res.CriticalPath.Round(time.Millisecond))
+	if res.CriticalPath > 0 {
+		fmt.Fprintf(w, " (%.2fx)", float64(res.Duration)/float64(res.CriticalPath))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tGROUP\tSTATUS\tRUNS COMMIT")
+	for _, n := range res.Nodes {
+		status := string(n.Status)
+		switch {
+		case n.RolledBack:
+			status += ", rolled back"
+		case reverted[n.Node]:
+			status += ", reverted"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Node, cmp.Or(n.Group, "-"), status, orNone(short(n.Commit)))
+	}
+	tw.Flush()
+	for _, g := range res.Groups {
+		if g.Status != rollout.StatusSuccess {
+			fmt.Fprintf(w, "  %s %s: %s\n", g.Name, g.Status, firstLine(g.Why))
+		}
+	}
 }
 
 // storeName is a store path without /nix/store/<hash>-.

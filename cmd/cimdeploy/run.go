@@ -16,6 +16,7 @@ import (
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/pipeline/queue"
 	"github.com/cimdeploy/cimdeploy/pipeline/store"
+	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
 // runOptions configure `cimdeploy run`: the configuration (deploy.Config, every setting also a
@@ -104,7 +105,13 @@ func runRun(ctx context.Context, g *globalOptions, opts runOptions) error {
 	if opts.validateOnly {
 		kind = pipeline.KindValidate
 	}
-	return runPipeline(ctx, g, &opts.cfg, kind, deploy.RunOptions{Force: opts.force}, pipelineOutput{json: opts.json, noWait: opts.noWait})
+	var res *rollout.Result
+	err := runPipeline(ctx, g, &opts.cfg, kind, deploy.RunOptions{Force: opts.force, Done: func(r *rollout.Result) { res = r }},
+		pipelineOutput{json: opts.json, noWait: opts.noWait})
+	if !opts.json {
+		printNodeCommits(g.stdout, res)
+	}
+	return err
 }
 
 // pipelineOutput is how a pipeline run shows its progress, and whether a deploy waits for another.

@@ -26,6 +26,11 @@ type Cluster struct {
 	meta     map[string]bool
 	streams  map[string][]rollout.StreamCopy
 	noSystem bool
+	// Several clusters (Join): each node's cluster ("" for every node not joined), each cluster's
+	// meta leader, and the leaves attached to a hub cluster (Attach).
+	clusterOf map[string]string
+	leaders   map[string]string
+	hubOf     map[string]string
 }
 
 var (
@@ -36,7 +41,8 @@ var (
 // NewCluster is the cluster of nodes; the first one is the meta leader.
 func NewCluster(nodes ...*System) *Cluster {
 	c := &Cluster{nodes: map[string]*System{}, broken: map[string]bool{}, checks: map[string]int{},
-		meta: map[string]bool{}, streams: map[string][]rollout.StreamCopy{}}
+		meta: map[string]bool{}, streams: map[string][]rollout.StreamCopy{},
+		clusterOf: map[string]string{}, leaders: map[string]string{}, hubOf: map[string]string{}}
 	for _, n := range nodes {
 		c.nodes[n.Name()] = n
 		c.meta[n.Name()] = true
@@ -63,11 +69,39 @@ func (c *Cluster) Break(toplevel string) {
 	c.broken[toplevel] = true
 }
 
-// SetLeader makes node the JetStream meta leader.
+// SetLeader makes node the JetStream meta leader (of its cluster, after Join).
 func (c *Cluster) SetLeader(node string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if name := c.clusterOf[node]; name != "" {
+		c.leaders[name] = node
+		return
+	}
 	c.leader = node
+}
+
+// Join makes nodes, added already, the members of NATS cluster name: routed to each other only,
+// with their own meta leader (the first of them until SetLeader).
+func (c *Cluster) Join(name string, nodes ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range nodes {
+		c.clusterOf[n] = name
+	}
+	if len(nodes) > 0 {
+		c.leaders[name] = nodes[0]
+	}
+}
+
+// Attach makes leaves, added already, leaf nodes of hub cluster hub: a leaf's server is healthy with
+// one leafnode connection while a member of its hub serves, and is in no meta group.
+func (c *Cluster) Attach(hub string, leaves ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range leaves {
+		c.hubOf[n] = hub
+		delete(c.meta, n)
+	}
 }
 
 // Checks counts the health checks of node.
@@ -77,7 +111,7 @@ func (c *Cluster) Checks(node string) int {
 	return c.checks[node]
 }
 
-func (c *Cluster) serving(n *System) bool { return n.Up() && !c.broken[n.Running()] }
+func (c *Cluster) serving(n *System) bool { return n.Up() && !c.broken[n.Running()] && n.Rejoined() }
 
 // Health implements rollout.Cluster.
 func (c *Cluster) Health(ctx context.Context, node string, peers int) error {
@@ -94,9 +128,25 @@ func (c *Cluster) Health(ctx context.Context, node string, peers int) error {
 	if c.broken[n.Running()] {
 		return fmt.Errorf("/healthz: 503 {\"status\":\"unavailable\",\"error\":\"JetStream has not established contact with a meta leader\"}")
 	}
+	if !n.Rejoined() {
+		return fmt.Errorf("/healthz: 503 {\"status\":\"unavailable\",\"error\":\"JetStream is not current with the meta leader\"}")
+	}
+	if hub, leaf := c.hubOf[node]; leaf {
+		connections := 0
+		for name, other := range c.nodes {
+			if _, isLeaf := c.hubOf[name]; !isLeaf && c.clusterOf[name] == hub && c.serving(other) {
+				connections = 1 // one remote: connected to one member of the hub
+			}
+		}
+		if connections < peers {
+			return fmt.Errorf("/leafz: %d leafnode connections to the hub, want at least %d", connections, peers)
+		}
+		return nil
+	}
 	remotes := 0
 	for name, other := range c.nodes {
-		if name != node && c.serving(other) {
+		_, isLeaf := c.hubOf[name]
+		if name != node && !isLeaf && c.clusterOf[name] == c.clusterOf[node] && c.serving(other) {
 			remotes++
 		}
 	}
@@ -112,6 +162,9 @@ func (c *Cluster) Leader(ctx context.Context, node string) (string, error) {
 	defer c.mu.Unlock()
 	if n, ok := c.nodes[node]; !ok || !n.Up() {
 		return "", fmt.Errorf("/jsz: dial tcp: connection refused")
+	}
+	if name := c.clusterOf[node]; name != "" {
+		return c.leaders[name], nil
 	}
 	return c.leader, nil
 }

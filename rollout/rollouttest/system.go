@@ -35,6 +35,8 @@ type System struct {
 	revisions   map[string]string // toplevel -> configuration revision
 	nextExit    []int
 	delay       time.Duration
+	rejoin      time.Duration // after an activation, the node's server is not healthy this long
+	rejoinedAt  time.Time
 	dropNext    bool
 	probeErr    error
 	activations []string
@@ -93,6 +95,21 @@ func (s *System) SlowActivations(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.delay = d
+}
+
+// SlowRejoins makes the node's NATS server unhealthy for d after each activation (a restart that
+// catches up), as Cluster's health checks see it.
+func (s *System) SlowRejoins(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejoin = d
+}
+
+// Rejoined reports whether the node's server is past the rejoin time of its last activation.
+func (s *System) Rejoined() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.now().Before(s.rejoinedAt)
 }
 
 // DropNextActivation loses the connection of the next activation while it runs; the activation
@@ -354,6 +371,7 @@ func (s *System) Activate(ctx context.Context, unit, toplevel string) (rollout.A
 	s.mu.Lock()
 	if code != 1 {
 		s.current = toplevel
+		s.rejoinedAt = s.now().Add(s.rejoin)
 	}
 	s.logf("activate %s: exit %d", toplevel, code)
 	s.mu.Unlock()
