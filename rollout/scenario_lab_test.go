@@ -83,7 +83,12 @@ func TestLabBrokenCommitFailsTheGateAndRollsBack(t *testing.T) {
 	w := newLabWorld(t)
 	ctx := t.Context()
 	w.r.Config.GateTimeout = 4 * time.Second
-	tops := w.build(t, func(topo *topology.Topology) { topo.Services.NATS.Cluster.Name = "lab-cluster-broken" })
+	tops := w.build(t, func(topo *topology.Topology) {
+		for name, n := range topo.Nodes { // the cluster a member names is its node's (roles.go)
+			n.Cluster = "lab-cluster-broken"
+			topo.Nodes[name] = n
+		}
+	})
 	plan, res := w.rollout(ctx, t, rollout.Request{RunID: "lab-broken", Commit: "bad", Targets: w.targets(tops, "bad")})
 	first := plan.Nodes[0].Node
 	nr := res.Node(first)
