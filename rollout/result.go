@@ -51,6 +51,8 @@ type NodeResult struct {
 	Node   string `json:"node"`
 	Action Action `json:"action"`
 	Status Status `json:"status"`
+	// Mode is how a switch activated (mode.go), when not switch.
+	Mode Mode `json:"mode,omitempty"`
 
 	From           string `json:"from,omitempty"`
 	FromGeneration int    `json:"from_generation,omitempty"`
