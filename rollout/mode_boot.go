@@ -126,7 +126,9 @@ func (r *Rollout) switchBoot(ctx context.Context, plan *Plan, np NodePlan, id id
 // restarted (or may have been), restart it again into back; gate; then claim the dead-man timers.
 func (r *Rollout) rollBackBoot(ctx context.Context, ms ModeSystem, rb remote.Rebooter, vmid int, id ids, back Generation, bad int,
 	rebooted bool, peers int, log *slog.Logger) error {
-	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, r.Config.ActivationTimeout) }
+	bounded := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, r.Config.ActivationTimeout)
+	}
 	backstop := fmt.Sprintf("its dead-man timer switches it back at the confirm timeout (%s) unless it fired already", r.Config.ConfirmTimeout)
 	sctx, cancel := bounded()
 	err := ms.SwitchGeneration(sctx, back.Number)
