@@ -100,6 +100,7 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVar(&opts.wipeData, "wipe-data", false, "with --recreate: start each node with an empty JetStream store (refused while a stream has its only copy there)")
 	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
+	addModeFlag(f, &opts.cfg.Rollout)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
 	return cmd
 }
@@ -237,6 +238,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, np.Action, cur, target, np.Reason)
 	}
 	tw.Flush()
+	printMode(w, plan)
 	printRemovals(w, plan)
 	if len(plan.Problems) > 0 {
 		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")
