@@ -345,11 +345,11 @@ func (r *Rollout) modeResult(np NodePlan, log *slog.Logger) (*NodeResult, func(s
 // system again) and activate the target with `switch-to-configuration test` in one round trip, gate,
 // disarm, record the test activation. The profile is never touched. A failure from the activation
 // on activates the system the node ran again (revertTest).
-func (r *Rollout) switchTest(ctx context.Context, plan *Plan, np NodePlan, id ids, peers int, st Step, log *slog.Logger) NodeResult {
+func (r *Rollout) switchTest(ctx context.Context, plan *Plan, np NodePlan, id ids, peers int, st Step, log *slog.Logger) (res NodeResult) {
 	const steps = 5
 	start := r.now()
 	nr, fail := r.modeResult(np, log)
-	defer func() { nr.Duration = r.now().Sub(start) }()
+	defer func() { res.Duration = r.now().Sub(start) }() // on the copy returned
 	ms, ok := r.Systems[np.Node].(ModeSystem)
 	if !ok {
 		return fail("test activation", fmt.Errorf("the node's connection cannot activate in mode %s", ModeTest))

@@ -27,11 +27,11 @@ func isNotArmed(err error) bool { return errors.Is(err, ErrNotArmed) }
 // wait for SSH; arm a dead-man timer again (the restart emptied /run and the first one with it: this
 // one switches the profile back and activates the previous generation live); gate; disarm; record.
 // A failure from the profile on is rolled back with rollBackBoot.
-func (r *Rollout) switchBoot(ctx context.Context, plan *Plan, np NodePlan, id ids, peers int, st Step, log *slog.Logger) NodeResult {
+func (r *Rollout) switchBoot(ctx context.Context, plan *Plan, np NodePlan, id ids, peers int, st Step, log *slog.Logger) (res NodeResult) {
 	const steps = 6
 	start := r.now()
 	nr, fail := r.modeResult(np, log)
-	defer func() { nr.Duration = r.now().Sub(start) }()
+	defer func() { res.Duration = r.now().Sub(start) }() // on the copy returned
 	ms, ok := r.Systems[np.Node].(ModeSystem)
 	rb, canReboot := r.Proxmox.(remote.Rebooter)
 	switch {

@@ -86,7 +86,7 @@ func TestModeTestActivationThenSwitch(t *testing.T) {
 	}
 	mustContain(t, "reason", plan.Nodes[0].Reason, "test activation", "boot default stays generation 1")
 	nr := res.Node("nats-3")
-	if res.Status != rollout.StatusSuccess || nr.Mode != rollout.ModeTest {
+	if res.Status != rollout.StatusSuccess || nr.Mode != rollout.ModeTest || nr.Duration <= 0 {
 		t.Fatalf("result %s %s %+v", res.Status, res.Error, nr)
 	}
 	s := w.systems["nats-3"]
@@ -215,7 +215,7 @@ func TestModeBootRestartsTheContainer(t *testing.T) {
 	plan, res, _ := w.rollout(t.Context(), t, rollout.Request{RunID: "r", Commit: "b", Targets: w.targets("b", "nats-2")})
 	mustContain(t, "reason", plan.Nodes[0].Reason, "boot: set the boot default, restart the container")
 	nr := res.Node("nats-2")
-	if res.Status != rollout.StatusSuccess || nr.Mode != rollout.ModeBoot || nr.Generation != 2 {
+	if res.Status != rollout.StatusSuccess || nr.Mode != rollout.ModeBoot || nr.Generation != 2 || nr.Duration <= 0 {
 		t.Fatalf("result %s %s %+v", res.Status, res.Error, nr)
 	}
 	s := w.systems["nats-2"]
