@@ -450,13 +450,17 @@ func (r *Rollout) disarm(ctx context.Context, sys System, id string) error {
 }
 
 // recordTest records that the node runs np's target as a test activation; the rest of its record
-// (the boot default) stays, and a node never recorded gets its boot default def recorded too.
+// (the boot default) stays, and a node never recorded gets its boot default def recorded too. A test
+// activation of the boot default itself (a revert) records none.
 func (r *Rollout) recordTest(ctx context.Context, plan *Plan, np NodePlan, def Generation, log *slog.Logger) error {
 	return r.update(ctx, np.Node, log, func(st *NodeState) bool {
 		if st.Toplevel == "" {
 			st.Toplevel, st.Generation, st.Commit, st.RunID, st.Deployed = def.Toplevel, def.Number, def.Revision, plan.RunID, r.now().UTC()
 		}
 		st.Test = &TestActivation{Toplevel: np.Target, Commit: np.TargetCommit, RunID: plan.RunID, Since: r.now().UTC()}
+		if np.Target == st.Toplevel { // back on its boot default (a revert): no test activation any more
+			st.Test = nil
+		}
 		st.FailedCommit, st.FailedToplevel, st.FailedAt, st.FailedRunID, st.FailedReason = "", "", time.Time{}, "", ""
 		return true
 	})

@@ -324,3 +324,32 @@ func TestModeInhibitorsMakeASwitchABoot(t *testing.T) {
 		mustContain(t, "output", strings.Join(act.Output, "\n"), "There are changes to critical components of the system", "Pre-switch checks failed")
 	})
 }
+
+// --revert-all after test activations activates each node's previous system again, as a test
+// activation: the profiles stay untouched throughout.
+func TestModeTestRevertAll(t *testing.T) {
+	t.Parallel()
+	w := newFakeWorld(t, 3)
+	w.r.Config.Mode = rollout.ModeTest
+	w.cluster.Break(built("nats-1", "b")) // the leader goes last
+	_, res, _ := w.rollout(t.Context(), t, rollout.Request{RunID: "r", Commit: "b", Targets: w.targets("b"), RevertAll: true})
+	if res.Status != rollout.StatusFailed || len(res.Reverted) != 2 {
+		t.Fatalf("result %s %s, reverted %+v", res.Status, res.Error, res.Reverted)
+	}
+	for _, rv := range res.Reverted {
+		if rv.Status != rollout.StatusSuccess || rv.Mode != rollout.ModeTest {
+			t.Errorf("revert of %s: %+v", rv.Node, rv)
+		}
+	}
+	for _, name := range w.top.NodeNames() {
+		s := w.systems[name]
+		gens, _ := s.Generations(t.Context())
+		if s.Running() != base(name) || !slices.Equal(generationNumbers(gens), []int{1}) {
+			t.Errorf("%s runs %s, generations %v", name, s.Running(), generationNumbers(gens))
+		}
+		if st, _, _ := rollout.ReadState(t.Context(), w.store, name); st.Test != nil {
+			t.Errorf("%s is recorded as running a test activation of %s", name, st.Test.Toplevel)
+		}
+	}
+	w.healthy(t)
+}

@@ -708,7 +708,7 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 	for i := len(switched) - 1; i >= 0; i-- {
 		done := switched[i]
 		np := NodePlan{Node: done.Node, Action: ActionSwitch, Current: done.To, CurrentGeneration: done.Generation,
-			Target: done.From, TargetGeneration: done.FromGeneration}
+			Target: done.From, TargetGeneration: done.FromGeneration, Mode: done.Mode} // a test activation reverts as one (mode.go)
 		for _, p := range plan.Nodes {
 			if p.Node == done.Node {
 				np.TargetCommit = p.CurrentCommit
