@@ -222,7 +222,9 @@ func modePlan(np NodePlan, o Observation, in PlanInput) NodePlan {
 	if np.Action != ActionSwitch {
 		return np
 	}
-	np.Mode = mode
+	if mode != ModeSwitch {
+		np.Mode = mode // "" is switch
+	}
 	changes := in.Inhibitors[np.Node]
 	switch {
 	case mode == ModeSwitch && len(changes) > 0:

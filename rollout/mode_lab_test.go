@@ -137,3 +137,50 @@ func adoptContainer(t *testing.T, w *labWorld, node string) {
 		}
 	})
 }
+
+// TestLabModeTestTimerReverts: the dead-man timer of a test activation, armed and never disarmed (the
+// controller vanished), activates the previous system again by itself with switch-to-configuration
+// test; the profile and the boot default are never touched.
+func TestLabModeTestTimerReverts(t *testing.T) {
+	w := newLabWorld(t)
+	ctx := t.Context()
+	n := w.l.Node("nats-2")
+	sys := w.systems["nats-2"]
+	tops := w.build(t, func(topo *topology.Topology) { topo.Services.NATS.JetStream.MaxMemoryStore = 74 << 20 })
+	if _, err := sys.Copy(ctx, tops["nats-2"]); err != nil {
+		t.Fatal(err)
+	}
+	before, err := sys.Generations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "lab-test-timer"
+	act, err := sys.ArmTest(ctx, id, 5*time.Second, w.baseline["nats-2"], tops["nats-2"], "cimdeploy-switch-nats-2-"+id)
+	if err != nil || n.CurrentSystem() != tops["nats-2"] {
+		t.Fatalf("arm and activate (test): %v, exit %d, runs %s", err, act.ExitCode, n.CurrentSystem())
+	}
+	waitFor(t, time.Minute, "the timer's revert", func() bool { return n.CurrentSystem() == w.baseline["nats-2"] })
+	logs, _ := filepath.Glob(filepath.Join(n.Dir(), "state", "units", "cimdeploy-rollback-"+id+"*", "log"))
+	var log string
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		log += string(data)
+	}
+	mustContain(t, "timer unit log", log, "did not confirm the test activation in time")
+	if claimed, err := sys.Disarm(ctx, id); err != nil || claimed {
+		t.Errorf("disarm after the timer fired: claimed %v, %v", claimed, err)
+	}
+	after, err := sys.Generations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) || rollout.CurrentGeneration(after) != rollout.CurrentGeneration(before) {
+		t.Errorf("profile changed: %+v, was %+v", after, before)
+	}
+	if init, _ := os.Readlink(filepath.Join(n.Dir(), "state", "sbin", "init")); init != w.baseline["nats-2"]+"/init" {
+		t.Errorf("boot default (sbin/init) %s, want the baseline's", init)
+	}
+	if err := w.l.WaitReady(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

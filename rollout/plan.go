@@ -90,7 +90,7 @@ type NodePlan struct {
 	// Diff is the closure diff from Current to Target (nix store diff-closures), when known.
 	Diff string `json:"diff,omitempty"`
 
-	// Mode is how a switch activates the target (mode.go); Inhibitors are the switch inhibitors
+	// Mode is how a switch activates the target (mode.go), "" for switch; Inhibitors are the switch inhibitors
 	// that differ between Current and Target, which make a switch a boot. Testing: Current is a
 	// test activation, no generation of the profile.
 	Mode       Mode              `json:"mode,omitempty"`

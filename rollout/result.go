@@ -51,7 +51,7 @@ type NodeResult struct {
 	Node   string `json:"node"`
 	Action Action `json:"action"`
 	Status Status `json:"status"`
-	// Mode is how a switch activated (mode.go), when not switch.
+	// Mode is how a switch activated (mode.go), "" for switch.
 	Mode Mode `json:"mode,omitempty"`
 
 	From           string `json:"from,omitempty"`
