@@ -33,6 +33,7 @@ func TestLabModeTest(t *testing.T) {
 	if got := n.CurrentSystem(); got != tops["nats-2"] {
 		t.Errorf("nats-2 runs %s, want the test activation %s", got, tops["nats-2"])
 	}
+	ok := *res.Node("nats-2")
 	after, err := w.systems["nats-2"].Generations(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,8 @@ func TestLabModeTest(t *testing.T) {
 	if err := w.l.WaitReady(ctx, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("BENCH test activation %s, rejoin %s", res.Node("nats-2").Activation.Round(time.Millisecond), res.Node("nats-2").Rejoin.Round(time.Millisecond))
+	t.Logf("BENCH test activation %s, rejoin %s, total %s; failed one reverted in %s", ok.Activation.Round(time.Millisecond),
+		ok.Rejoin.Round(time.Millisecond), ok.Duration.Round(time.Millisecond), nr.Duration.Round(time.Millisecond))
 }
 
 // TestLabModeBoot: boot sets the new boot default (switch-to-configuration boot activates nothing),
