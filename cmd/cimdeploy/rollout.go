@@ -75,6 +75,11 @@ rolled back to its previous generation, the failed generation is deleted, the co
 for that node (not retried until a newer commit) and the rollout halts; --revert-all also reverts the nodes
 already switched. A rollback is a failure: the exit code is 1.
 
+--mode test activates without making the new system the boot default (no generation: a canary, reverted
+with switch-to-configuration test); --mode boot sets the boot default and restarts the container (pct
+reboot). A node whose switch inhibitors (system.switch.inhibitors) change is booted and restarted even in
+switch mode, as the plan says.
+
 The plan (node, current generation and commit, target, action, closure diff) is printed first and, on a
 terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
 
