@@ -186,3 +186,22 @@ func TestLabModeTestTimerReverts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLabSwitchInhibitorsRead: SSHSystem reads the switch-inhibitors file the stub nixpkgs writes into
+// every toplevel (an empty attribute set: the lab's systems set none), and says which systems are not
+// in the node's store.
+func TestLabSwitchInhibitorsRead(t *testing.T) {
+	w := newLabWorld(t)
+	base := w.baseline["nats-2"]
+	missing := "/nix/store/00000000000000000000000000000000-nixos-system-missing"
+	got, err := w.systems["nats-2"].SwitchInhibitors(t.Context(), base, missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].Present || len(got[0].Values) != 0 || got[1].Present {
+		t.Errorf("inhibitors %+v: want the baseline's present and empty, the missing system absent", got)
+	}
+	if raw, err := os.ReadFile(filepath.Join(base, "switch-inhibitors")); err != nil || string(raw) != "{}" {
+		t.Errorf("the baseline's switch-inhibitors in the local store: %q %v", raw, err)
+	}
+}
