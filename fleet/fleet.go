@@ -264,7 +264,7 @@ func (o Options) logger() *slog.Logger {
 // cimdeploy recorded a deployment on it, and the node runs another system. It is the rollout
 // pre-flight's "switched by hand" (rollout's planNode), which refuses such a node unless forced.
 func Drift(current string, rec rollout.NodeState) string {
-	if rec.Toplevel == "" || current == rec.Toplevel {
+	if rec.Toplevel == "" || current == rec.Toplevel || (rec.Test != nil && current == rec.Test.Toplevel) { // a test activation is no drift
 		return ""
 	}
 	return fmt.Sprintf("switched by hand: it runs %s, but cimdeploy last deployed %s (generation %d, commit %s, run %s)",

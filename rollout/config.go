@@ -65,6 +65,11 @@ type Config struct {
 	// whose files are missing is refused before anything is switched. SecretsOwner owns them there.
 	SecretsDir   string `env:"CIMDEPLOY_SECRETS_DIR"`
 	SecretsOwner string `env:"CIMDEPLOY_SECRETS_OWNER, default=nats"`
+
+	// Mode is how each switch activates its node (mode.go): switch (live, the new boot default),
+	// test (live, the boot default unchanged: a canary) or boot (the new boot default, then the
+	// container restarted).
+	Mode Mode `env:"CIMDEPLOY_ROLLOUT_MODE, default=switch"`
 }
 
 // LoadConfig reads Config from the environment (lookup nil: the process environment) and validates it.
@@ -146,6 +151,9 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(c.SystemPasswordFile); err != nil {
 			bad("CIMDEPLOY_ROLLOUT_SYSTEM_PASSWORD_FILE: %w", err)
 		}
+	}
+	if _, err := ParseMode(string(c.Mode)); err != nil {
+		bad("CIMDEPLOY_ROLLOUT_MODE (--mode): %w", err)
 	}
 	if c.SecretsDir != "" {
 		if st, err := os.Stat(c.SecretsDir); err != nil {

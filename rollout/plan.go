@@ -90,6 +90,13 @@ type NodePlan struct {
 
 	// Diff is the closure diff from Current to Target (nix store diff-closures), when known.
 	Diff string `json:"diff,omitempty"`
+
+	// Mode is how a switch activates the target (mode.go), "" for switch; Inhibitors are the switch inhibitors
+	// that differ between Current and Target, which make a switch a boot. Testing: Current is a
+	// test activation, no generation of the profile.
+	Mode       Mode              `json:"mode,omitempty"`
+	Inhibitors []InhibitorChange `json:"inhibitors,omitempty"`
+	Testing    bool              `json:"testing,omitempty"`
 }
 
 // Plan is a rollout as data: the nodes in the order they will be switched (new nodes first, then the
@@ -122,6 +129,8 @@ type Plan struct {
 	Groups      []Group `json:"groups,omitempty"`
 	Waves       []Wave  `json:"waves,omitempty"`
 	MaxParallel int     `json:"max_parallel,omitempty"`
+	// Mode is the activation mode asked for, when not switch (mode.go).
+	Mode Mode `json:"mode,omitempty"`
 }
 
 // PlanInput is what NewPlan plans from.
@@ -148,6 +157,11 @@ type PlanInput struct {
 	Topology    *topology.Topology
 	Leaders     map[string]string
 	MaxParallel int
+	// Mode is the activation mode (mode.go); Inhibitors the switch inhibitor changes per node
+	// (Rollout.observeInhibitors); RebootProblem, when not "", why no container can be restarted.
+	Mode          Mode
+	Inhibitors    map[string][]InhibitorChange
+	RebootProblem string
 }
 
 // Refused reports whether the plan must not start.
@@ -173,6 +187,9 @@ func (p *Plan) Changes() int {
 func NewPlan(in PlanInput) *Plan {
 	p := &Plan{RunID: in.RunID, Commit: in.Commit, Leader: in.Leader, Force: in.Force, RevertAll: in.RevertAll, Created: in.Now,
 		KeepData: in.Recreate && in.KeepData}
+	if m := in.Mode.orSwitch(); m != ModeSwitch {
+		p.Mode = m
+	}
 	observed := map[string]Observation{}
 	in.Observed = planRemovals(p, in)
 	for _, o := range in.Observed {
@@ -192,7 +209,7 @@ func NewPlan(in PlanInput) *Plan {
 		if !ok {
 			o = Observation{Node: t.Node, Problem: "not observed"}
 		}
-		np := recreatePlan(planNode(t, o, in), t, o, in)
+		np := modePlan(recreatePlan(planNode(t, o, in), t, o, in), o, in)
 		np.Leader = t.Node == in.Leader
 		if l, ok := in.Leaders[placeNode(in.Topology, t.Node).cluster]; ok {
 			np.Leader = t.Node == l
@@ -264,9 +281,9 @@ func planNode(t Target, o Observation, in PlanInput) NodePlan {
 		return np
 	case t.Generation > 0 && !hasGeneration(o.Generations, t.Generation, t.Toplevel):
 		return refuse("generation %d with %s is not on the node", t.Generation, short(t.Toplevel))
-	case runningGeneration(o).Number == 0:
+	case runningGeneration(o).Number == 0 && !runsTest(o):
 		return refuse("the running system %s is no generation of the profile: nothing to roll back to", short(o.Current))
-	case o.Record.Toplevel != "" && o.Current != o.Record.Toplevel:
+	case o.Record.Toplevel != "" && o.Current != o.Record.Toplevel && !runsTest(o):
 		why := fmt.Sprintf("switched by hand: it runs %s, but cimdeploy last deployed %s (commit %s, run %s)",
 			o.Current, o.Record.Toplevel, shortCommit(o.Record.Commit), o.Record.RunID)
 		if in.Force {

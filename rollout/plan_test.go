@@ -96,7 +96,7 @@ func TestPlanGolden(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	good := rollout.Config{ConfirmTimeout: 5 * time.Minute, GateTimeout: 3 * time.Minute, GatePoll: 250 * time.Millisecond,
 		SettleTimeout: 2 * time.Minute, PreflightTimeout: 30 * time.Second, ActivationTimeout: 90 * time.Second, ReconnectTimeout: time.Minute,
-		CopyTimeout: 30 * time.Minute, HTTPTimeout: 5 * time.Second, SecretsOwner: "nats", MaxParallel: 4}
+		CopyTimeout: 30 * time.Minute, HTTPTimeout: 5 * time.Second, SecretsOwner: "nats", MaxParallel: 4, Mode: rollout.ModeSwitch}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}

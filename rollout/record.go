@@ -38,6 +38,9 @@ type NodeState struct {
 	Removed      time.Time `json:"removed,omitzero"`
 	RemovedRunID string    `json:"removed_run_id,omitempty"`
 	Destroyed    bool      `json:"destroyed,omitempty"`
+
+	// Test is the test activation the node runs (ModeTest), nil when it runs its boot default.
+	Test *TestActivation `json:"test,omitempty"`
 }
 
 // States is where the rollout reads and records the NodeState of each node, as JSON records with a

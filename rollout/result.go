@@ -61,6 +61,8 @@ type NodeResult struct {
 	// Commit is the commit the node runs after the rollout: the target's when it got there, the one it
 	// ran when it was rolled back or not reached; "" when that is unknown (a rollback that failed).
 	Commit string `json:"commit,omitempty"`
+	// Mode is how a switch activated (mode.go), "" for switch.
+	Mode Mode `json:"mode,omitempty"`
 
 	From           string `json:"from,omitempty"`
 	FromGeneration int    `json:"from_generation,omitempty"`

@@ -76,7 +76,8 @@ func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
 	in := PlanInput{RunID: req.RunID, Commit: req.Commit, Targets: req.Targets, Observed: obs, Leader: leader,
 		Topology: r.Topology, Leaders: leaders, MaxParallel: r.Config.maxParallel(),
 		Force: req.Force, RevertAll: req.RevertAll, Now: r.now(), DestroyRemoved: req.DestroyRemoved,
-		Recreate: req.Recreate, KeepData: req.KeepData}
+		Recreate: req.Recreate, KeepData: req.KeepData, Mode: r.Config.Mode, RebootProblem: r.rebootProblem()}
+	r.observeInhibitors(ctx, &in)
 	if req.Recreate && !req.KeepData {
 		r.observeStreams(ctx, obs, req.Targets)
 	}
@@ -397,6 +398,9 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	cfg := r.Config
 	sys := r.Systems[np.Node]
 	start := r.now()
+	if mr, ok := r.switchMode(ctx, plan, np, id, peers, st, log); ok {
+		return mr // test and boot (mode.go)
+	}
 	nr = NodeResult{Node: np.Node, Action: ActionSwitch, From: np.Current, FromGeneration: np.CurrentGeneration, To: np.Target}
 	defer func() { nr.Duration = r.now().Sub(start) }()
 	fail := func(what string, err error) NodeResult {
@@ -419,7 +423,7 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	case cur != np.Current:
 		return fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, cur))
 	}
-	back := runningGeneration(Observation{Current: cur, Generations: gens})
+	back := switchBack(np, cur, gens) // a test activation goes back to the boot default (mode.go)
 	if back.Number == 0 {
 		return fail("guard", fmt.Errorf("the running system %s is no generation of the profile", cur))
 	}
@@ -676,7 +680,7 @@ func (r *Rollout) revertAll(ctx context.Context, plan *Plan, switched []NodeResu
 	for i := len(switched) - 1; i >= 0; i-- {
 		done := switched[i]
 		np := NodePlan{Node: done.Node, Action: ActionSwitch, Current: done.To, CurrentGeneration: done.Generation,
-			Target: done.From, TargetGeneration: done.FromGeneration}
+			Target: done.From, TargetGeneration: done.FromGeneration, Mode: done.Mode} // a test activation reverts as one (mode.go)
 		for _, p := range plan.Nodes {
 			if p.Node == done.Node {
 				np.TargetCommit = p.CurrentCommit
@@ -828,6 +832,9 @@ func (r *Rollout) recordFailure(ctx context.Context, plan *Plan, np NodePlan, ba
 		}
 		st.FailedCommit, st.FailedToplevel, st.FailedAt, st.FailedRunID, st.FailedReason =
 			np.TargetCommit, np.Target, r.now().UTC(), plan.RunID, reason
+		if st.Test != nil && back.Toplevel != st.Test.Toplevel { // the test activation is over (mode.go)
+			st.Test = nil
+		}
 		return true
 	})
 }

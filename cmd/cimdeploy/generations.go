@@ -83,7 +83,10 @@ func runGenerations(ctx context.Context, g *globalOptions, opts generationsOptio
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", gen.Number, gen.Date.Local().Format("2006-01-02 15:04:05"),
 			mark(gen.Current), mark(gen.Running), orNone(short(cmp.Or(gen.Commit, gen.Revision))), storeName(gen.Toplevel))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printTestActivation(ctx, g.stdout, c, opts.node, gens)
 }
 
 func mark(b bool) string {

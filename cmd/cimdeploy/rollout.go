@@ -86,6 +86,11 @@ which commit each node runs, and the rollout's wall time beside its critical pat
 The plan (node, current generation and commit, target, action, closure diff, waves) is printed first and,
 on a terminal, confirmed; --yes skips the question, --dry-run stops after the plan.
 
+--mode test activates without making the new system the boot default (no generation: a canary, reverted
+with switch-to-configuration test); --mode boot sets the boot default and restarts the container (pct
+reboot). A node whose switch inhibitors (system.switch.inhibitors) change is booted and restarted even in
+switch mode, as the plan says.
+
 Exit codes: 0 success, 1 the rollout failed or was refused, 2 usage or configuration error, 3
 infrastructure error, 130 interrupted.`,
 		Args: noArgs,
@@ -108,6 +113,7 @@ infrastructure error, 130 interrupted.`,
 	f.BoolVar(&opts.wipeData, "wipe-data", false, "with --recreate: start each node with an empty JetStream store (refused while a stream has its only copy there)")
 	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to switch while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
+	addModeFlag(f, &opts.cfg.Rollout)
 	addLabFlags(f, &opts.cfg, "roll out on the local lab (its repository, nodes and Proxmox host)")
 	return cmd
 }
@@ -252,6 +258,7 @@ func printPlan(w io.Writer, plan *rollout.Plan) {
 	}
 	tw.Flush()
 	printWaves(w, plan)
+	printMode(w, plan)
 	printRemovals(w, plan)
 	if len(plan.Problems) > 0 {
 		fmt.Fprintln(w, "\npre-flight refuses the rollout (--force overrides):")

@@ -61,6 +61,7 @@ Exit codes: 0 success, 1 the pipeline failed, 2 usage or configuration error, 3 
 	f.BoolVar(&opts.json, "json", false, "print the run's events as JSON lines, then the result")
 	f.BoolVar(&opts.noWait, "no-wait", false, "refuse to deploy while another deploy (serve's or a command's) is in progress, instead of waiting for it")
 	addPipelineFlags(f, &opts.cfg, pipelineRev, &opts.force)
+	addModeFlag(f, &opts.cfg.Rollout)
 	addLabFlags(f, &opts.cfg, "run on the local lab: bring it up if needed and use its repository, nodes and Proxmox host")
 	return cmd
 }

@@ -111,6 +111,7 @@ func printFleet(g *globalOptions, f *fleet.Fleet, rev string) error {
 			if n.Drifted {
 				drift = "switched by hand"
 			}
+			drift = testDrift(drift, n.Toplevel, n.Record)
 		}
 		health := "healthy"
 		switch {

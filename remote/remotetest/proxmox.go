@@ -34,6 +34,7 @@ type Proxmox struct {
 	cutAfter   int64 // the next upload's connection is cut after this many bytes; < 0: off
 	createFail *remote.ExitError
 	uploads    int
+	onReboot   map[string]func() // by hostname: what a restart does inside the container (reboot.go)
 }
 
 var _ remote.Proxmox = (*Proxmox)(nil)

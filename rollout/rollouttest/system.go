@@ -42,6 +42,7 @@ type System struct {
 	activations []string
 	log         []string
 	now         func() time.Time
+	inhibitors  map[string]map[string]string // toplevel -> its switch inhibitors (mode.go)
 }
 
 var _ rollout.System = (*System)(nil)
@@ -343,44 +344,9 @@ func (s *System) Disarm(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
-// Activate implements rollout.System with the knobs.
+// Activate implements rollout.System with the knobs: activateAs with the action switch (mode.go).
 func (s *System) Activate(ctx context.Context, unit, toplevel string) (rollout.Activation, error) {
-	start := time.Now()
-	act := rollout.Activation{Unit: unit}
-	if err := s.check(ctx, "activate "+unit); err != nil {
-		return act, err
-	}
-	s.mu.Lock()
-	code := 0
-	if len(s.nextExit) > 0 {
-		code, s.nextExit = s.nextExit[0], s.nextExit[1:]
-	}
-	delay, drop := s.delay, s.dropNext
-	s.dropNext = false
-	s.activations = append(s.activations, unit)
-	s.mu.Unlock()
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return act, fmt.Errorf("activation %s: %w (it goes on in its unit on the node)", unit, ctx.Err())
-		}
-	}
-	s.mu.Lock()
-	if code != 1 {
-		s.current = toplevel
-		s.rejoinedAt = s.now().Add(s.rejoin)
-	}
-	s.logf("activate %s: exit %d", toplevel, code)
-	s.mu.Unlock()
-	act.ExitCode, act.Reconnected, act.Duration = code, drop, time.Since(start)
-	act.Output = []string{"activating the configuration...", fmt.Sprintf("exit %d", code)}
-	if code != 0 {
-		return act, &rollout.ActivationError{Unit: unit, Code: code, Lines: act.Output}
-	}
-	return act, nil
+	return s.activateAs(ctx, unit, toplevel, rollout.ModeSwitch)
 }
 
 // Probe implements rollout.System.
