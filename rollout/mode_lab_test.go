@@ -54,7 +54,12 @@ func TestLabModeTest(t *testing.T) {
 
 	// A commit that never gets healthy, also as a test activation: reverted to what ran.
 	w.r.Config.GateTimeout = 4 * time.Second
-	broken := w.build(t, func(topo *topology.Topology) { topo.Services.NATS.Cluster.Name = "lab-cluster-broken" })
+	broken := w.build(t, func(topo *topology.Topology) {
+		for name, n := range topo.Nodes { // the cluster a member names is its node's (roles.go)
+			n.Cluster = "lab-cluster-broken"
+			topo.Nodes[name] = n
+		}
+	})
 	_, res = w.rollout(ctx, t, rollout.Request{RunID: "lab-canary-bad", Commit: "bad", Targets: w.targets(broken, "bad", "nats-2")})
 	nr := res.Node("nats-2")
 	if res.Status != rollout.StatusFailed || !nr.RolledBack {
