@@ -177,7 +177,8 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 		}
 		return evs, problems
 	}
-	var evs []Event
+	// Room for one event a line, but no more than could fit: a complete envelope is over 100 bytes.
+	evs := make([]Event, 0, min(bytes.Count(data, []byte{'\n'}), len(data)/100)+1)
 	var problems Problems
 	var last *Event
 	for line, rest := 1, data; len(rest) > 0; line++ {
