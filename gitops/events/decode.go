@@ -61,7 +61,7 @@ func Decode(data []byte, v any) error {
 		return err
 	}
 	// The walker has refused unknown fields (exactly); what is left are values of the wrong type.
-	if err := json.Unmarshal(data, v); err != nil {
+	if err := unmarshal(data, v); err != nil {
 		return decodeError(err, data)
 	}
 	return nil
