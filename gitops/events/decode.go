@@ -55,9 +55,14 @@ func Decode(data []byte, v any) error {
 	if !json.Valid(data) {
 		return syntaxError(data, v)
 	}
-	w := &walker{data: data}
+	w := walkers.Get().(*walker)
+	w.data, w.i = data, 0
 	w.space()
-	if err := w.value(reflect.TypeOf(v), 0); err != nil {
+	err := w.value(reflect.TypeOf(v), 0)
+	w.data, w.path = nil, w.path[:0]
+	clear(w.path[:cap(w.path)])
+	walkers.Put(w)
+	if err != nil {
 		return err
 	}
 	// The walker has refused unknown fields (exactly); what is left are values of the wrong type.
@@ -92,6 +97,9 @@ type walker struct {
 	i    int
 	path []pathElem
 }
+
+// walkers keeps walkers and their path stacks for the next Decode.
+var walkers = sync.Pool{New: func() any { return &walker{path: make([]pathElem, 0, 16)} }}
 
 // pathElem is one step of the path to a value: a key (its raw JSON text), or an index when key is nil.
 type pathElem struct {

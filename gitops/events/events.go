@@ -213,7 +213,7 @@ func checkID(s string) string {
 	switch {
 	case len(s) > MaxIDLength:
 		return fmt.Sprintf("%s is longer than %d bytes", Excerpt(s), MaxIDLength)
-	case !idChars.MatchString(s):
+	case !isID(s):
 		return fmt.Sprintf("%s is not an identifier (letters, digits, '.', '_', ':' and '-', starting with a letter or digit)", Excerpt(s))
 	}
 	return ""

@@ -201,3 +201,16 @@ func (o *orderCheck) add(ev *Event, file int) (keep, ok bool) {
 	o.ids[h] = idRef{sequence: ev.Sequence, file: int32(file), line: int32(ev.Source.Line)}
 	return true, true
 }
+
+// isID is idChars.MatchString(s), without the regexp machinery: it runs four times an event.
+func isID(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}

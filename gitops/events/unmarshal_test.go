@@ -91,3 +91,13 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestIsID holds isID to the regular expression it replaces.
+func TestIsID(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "a", "A9", "9", "a.b_c:d-e", ".a", "_a", ":a", "-a", "a b", "a/b", "é", "a\n", "ev-1", "a..", "Z-", "a\x00"} {
+		if got, want := isID(s), idChars.MatchString(s); got != want {
+			t.Errorf("isID(%q) = %t, the regexp says %t", s, got, want)
+		}
+	}
+}
