@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,4 +101,37 @@ func TestIsID(t *testing.T) {
 			t.Errorf("isID(%q) = %t, the regexp says %t", s, got, want)
 		}
 	}
+}
+
+// TestValidNesting: valid refuses what is nested deeper than encoding/json's limit, as json.Valid does.
+func TestValidNesting(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
+		strings.Repeat("[", maxNesting) + strings.Repeat("]", maxNesting),
+		strings.Repeat("[", maxNesting+1) + strings.Repeat("]", maxNesting+1),
+		strings.Repeat(`{"a":`, maxNesting) + "1" + strings.Repeat("}", maxNesting),
+		strings.Repeat(`{"a":`, maxNesting+1) + "1" + strings.Repeat("}", maxNesting+1),
+	} {
+		if got, want := valid([]byte(s)), json.Valid([]byte(s)); got != want {
+			t.Errorf("valid(%.20q… %d bytes) = %t, json.Valid says %t", s, len(s), got, want)
+		}
+	}
+}
+
+// FuzzValid holds valid to json.Valid.
+//
+//	go test ./gitops/events -run '^$' -fuzz FuzzValid
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{
+		"", " ", "{}", "[]", `{"a":[1,-2.5e+3,true,false,null,"x\u00e9\n"]}`, "01", "-", "1.", "1e", "1e+", ".5", "-0", "0.0e0",
+		`"\x"`, `"\u12"`, `"\u12G4"`, "\"a\x01\"", "\"\x7f\xff\"", `{"a" 1}`, `{"a":1,}`, `[1,]`, `[1 2]`, `{1:2}`, "nul", "truex", "[] []",
+		`{"a":{"b":[[[]]]}}`, "\t[\r\n]\n", "[" + `"` + "\\",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if got, want := valid(data), json.Valid(data); got != want {
+			t.Fatalf("valid(%q) = %t, json.Valid says %t", data, got, want)
+		}
+	})
 }
