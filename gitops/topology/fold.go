@@ -102,8 +102,8 @@ type folder struct {
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
-// result. It returns the topology and every problem found; the topology is meaningful only when there
-// are none.
+// result. It returns the topology and every problem found (the first events.MaxProblems, then one
+// that counts the others); the topology is meaningful only when there are none.
 func Fold(evs []events.Event) (*Topology, events.Problems) {
 	return FoldSeq(pointers(evs))
 }
