@@ -69,10 +69,9 @@ func openCluster(ctx context.Context, cfg Config, st *store.Store, cache *checko
 	if err != nil {
 		return nil, err
 	}
-	evs, problems := events.Load(ctx, filepath.Join(ws.Dir, cfg.Events))
-	top, more := topology.Fold(evs)
+	top, problems := topology.Load(ctx, filepath.Join(ws.Dir, cfg.Events))
 	ws.Close()
-	if problems = append(problems, more...); len(problems) > 0 {
+	if len(problems) > 0 {
 		return nil, &TopologyError{Source: src, Commit: ws.Commit, Problems: problems}
 	}
 	c := &Cluster{Topology: top, Commit: ws.Commit, store: st}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/projection"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/pipeline"
@@ -41,9 +40,8 @@ func (g Generate) Run(ctx context.Context, s *pipeline.StageRun) error {
 	if !filepath.IsLocal(dir) {
 		return fmt.Errorf("events directory %q must be a relative path inside the repository", dir)
 	}
-	evs, problems := events.Load(ctx, filepath.Join(run.Workspace, dir))
-	top, more := topology.Fold(evs)
-	if problems = append(problems, more...); len(problems) > 0 {
+	top, problems := topology.Load(ctx, filepath.Join(run.Workspace, dir))
+	if len(problems) > 0 {
 		for i := range problems {
 			if rel, err := filepath.Rel(run.Workspace, problems[i].Source.File); err == nil && filepath.IsLocal(rel) {
 				problems[i].Source.File = rel

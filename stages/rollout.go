@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/pipeline"
 	"github.com/cimdeploy/cimdeploy/rollout"
@@ -134,9 +133,8 @@ func loadTopology(ctx context.Context, run *pipeline.Run, dir string) (*topology
 	if dir == "" {
 		dir = "events"
 	}
-	evs, problems := events.Load(ctx, filepath.Join(run.Workspace, dir))
-	top, more := topology.Fold(evs)
-	if problems = append(problems, more...); len(problems) > 0 {
+	top, problems := topology.Load(ctx, filepath.Join(run.Workspace, dir))
+	if len(problems) > 0 {
 		return nil, problems
 	}
 	return top, nil

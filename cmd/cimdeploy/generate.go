@@ -71,9 +71,8 @@ printed, then how many more.`,
 
 // project loads and folds the events under dir and renders the flake.
 func project(ctx context.Context, dir string, opts projection.Options) (*topology.Topology, []projection.File, error) {
-	evs, problems := events.Load(ctx, dir)
-	t, more := topology.Fold(evs)
-	if problems = append(problems, more...); len(problems) > 0 {
+	t, problems := topology.Load(ctx, dir)
+	if len(problems) > 0 {
 		return nil, nil, problems
 	}
 	files, err := projection.Render(t, opts)

@@ -10,7 +10,6 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/spf13/cobra"
 
-	"github.com/cimdeploy/cimdeploy/gitops/events"
 	"github.com/cimdeploy/cimdeploy/gitops/projection"
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 )
@@ -50,12 +49,11 @@ To keep the chart in the repository next to the Nix, and under generate --check'
 }
 
 func runGraph(ctx context.Context, g *globalOptions, opts graphOptions) error {
-	evs, problems := events.Load(ctx, opts.Events)
-	t, more := topology.Fold(evs)
+	t, problems := topology.Load(ctx, opts.Events)
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	if problems = append(problems, more...); len(problems) > 0 {
+	if len(problems) > 0 {
 		return problemList{problems}
 	}
 	_, err := g.stdout.Write(graphDocument(t, opts.Markdown))

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs one recorded benchmark and prints its record: date, machine, the command and its output.
 # Usage (from the repository's root, as root: the lab binds port 22 of 127.0.x.y):
-#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves >docs/benchmarks/raw/NAME.txt
+#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events >docs/benchmarks/raw/NAME.txt
 # CIMDEPLOY_BENCH_RATE (zero-loss, steady-load) and CIMDEPLOY_BENCH_UPLOAD_MIB (upload) pass through.
 # The figures depend on the machine and on what else runs on it: the load average is recorded with them.
 set -eu
@@ -16,8 +16,9 @@ steady-load) cmd="go test ./fixtures/lab/load -run ^\$ -bench SteadyLoad -bencht
 gate-lag) cmd="go test ./fixtures/lab/load -run ^\$ -bench GateLag -benchtime 5x -timeout 30m -v" ;;
 upload) cmd="go test ./remote -run ^\$ -bench Upload -benchtime 1x -timeout 30m" ;;
 waves) cmd="go test ./rollout -run ^\$ -bench FakeWaves30 -benchtime 5x" ;;
+events) cmd="go test ./gitops/topology -run ^\$ -bench History -benchtime 3x" ;;
 *)
-	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves" >&2
+	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events" >&2
 	exit 2
 	;;
 esac

@@ -52,16 +52,21 @@ func Decode(data []byte, v any) error {
 	if i := invalidUTF8(data); i >= 0 {
 		return &DecodeError{Offset: int64(i), Message: fmt.Sprintf("invalid UTF-8: byte 0x%02x at offset %d", data[i], i)}
 	}
-	if !json.Valid(data) {
+	if !valid(data) { // json.Valid, faster
 		return syntaxError(data, v)
 	}
-	w := &walker{data: data}
+	w := walkers.Get().(*walker)
+	w.data, w.i = data, 0
 	w.space()
-	if err := w.value(reflect.TypeOf(v), nil, 0); err != nil {
+	err := w.value(reflect.TypeOf(v), 0)
+	w.data, w.path = nil, w.path[:0]
+	clear(w.path[:cap(w.path)])
+	walkers.Put(w)
+	if err != nil {
 		return err
 	}
 	// The walker has refused unknown fields (exactly); what is left are values of the wrong type.
-	if err := json.Unmarshal(data, v); err != nil {
+	if err := unmarshal(data, v); err != nil {
 		return decodeError(err, data)
 	}
 	return nil
@@ -86,27 +91,33 @@ func syntaxError(data []byte, v any) error {
 }
 
 // walker walks a JSON value that json.Valid accepts, alongside the Go type it decodes into. It
-// allocates little: paths are built only for an error.
+// allocates little: the path to the value is a stack of steps, turned into a string only for an error.
 type walker struct {
 	data []byte
 	i    int
+	path []pathElem
 }
 
-// pathElem is one step of the path to a value: a key, or an index when key is nil.
+// walkers keeps walkers and their path stacks for the next Decode.
+var walkers = sync.Pool{New: func() any { return &walker{path: make([]pathElem, 0, 16)} }}
+
+// pathElem is one step of the path to a value: a key (its raw JSON text), or an index when key is nil.
 type pathElem struct {
-	parent *pathElem
-	key    []byte
-	index  int
+	key   []byte
+	index int
 }
 
-func (p *pathElem) String() string {
-	if p == nil {
-		return ""
+// pathString is the path to the value being walked, such as nodes[0].name.
+func (w *walker) pathString() string {
+	s := ""
+	for _, p := range w.path {
+		if p.key == nil {
+			s = fmt.Sprintf("%s[%d]", s, p.index)
+			continue
+		}
+		s = join(s, unquote(p.key))
 	}
-	if p.key == nil {
-		return fmt.Sprintf("%s[%d]", p.parent, p.index)
-	}
-	return join(p.parent.String(), unquote(p.key))
+	return s
 }
 
 var (
@@ -152,7 +163,7 @@ func (w *walker) str() []byte {
 	return w.data[start:w.i]
 }
 
-func (w *walker) value(t reflect.Type, path *pathElem, depth int) error {
+func (w *walker) value(t reflect.Type, depth int) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -160,10 +171,10 @@ func (w *walker) value(t reflect.Type, path *pathElem, depth int) error {
 	switch w.data[w.i] {
 	case '{', '[':
 		if depth >= MaxDepth {
-			return &DecodeError{Path: path.String(), Offset: int64(start), Message: fmt.Sprintf("nested more than %d levels deep", MaxDepth)}
+			return &DecodeError{Path: w.pathString(), Offset: int64(start), Message: fmt.Sprintf("nested more than %d levels deep", MaxDepth)}
 		}
 		if w.data[w.i] == '{' {
-			return w.object(t, path, depth+1)
+			return w.object(t, depth+1)
 		}
 		var elem reflect.Type
 		if t != nil && !opaque(t) && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
@@ -172,9 +183,11 @@ func (w *walker) value(t reflect.Type, path *pathElem, depth int) error {
 		w.i++
 		w.space()
 		for i := 0; w.data[w.i] != ']'; i++ {
-			if err := w.value(elem, &pathElem{parent: path, index: i}, depth+1); err != nil {
+			w.path = append(w.path, pathElem{index: i})
+			if err := w.value(elem, depth+1); err != nil {
 				return err
 			}
+			w.path = w.path[:len(w.path)-1]
 			w.space()
 			if w.data[w.i] == ',' {
 				w.i++
@@ -185,12 +198,12 @@ func (w *walker) value(t reflect.Type, path *pathElem, depth int) error {
 	case '"':
 		raw := w.str()
 		if i := loneSurrogate(raw); i >= 0 {
-			return &DecodeError{Path: path.String(), Offset: int64(start + i), Message: "a \\u escape is a lone UTF-16 surrogate, not a character"}
+			return &DecodeError{Path: w.pathString(), Offset: int64(start + i), Message: "a \\u escape is a lone UTF-16 surrogate, not a character"}
 		}
 		if t == timeType {
 			// encoding/json's error for a time names neither the field nor a bounded value.
 			if s := unquote(raw); !validTime(s) {
-				return &DecodeError{Path: path.String(), Offset: int64(start), Message: fmt.Sprintf("%s is not an RFC 3339 time such as 2025-11-20T10:00:00Z", Excerpt(s))}
+				return &DecodeError{Path: w.pathString(), Offset: int64(start), Message: fmt.Sprintf("%s is not an RFC 3339 time such as 2025-11-20T10:00:00Z", Excerpt(s))}
 			}
 		}
 	default: // number, true, false, null
@@ -209,7 +222,7 @@ func validTime(s string) bool {
 // smallObject is how many keys an object may have before duplicates are found with a map.
 const smallObject = 16
 
-func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
+func (w *walker) object(t reflect.Type, depth int) error {
 	var fields map[string]reflect.Type
 	var elem reflect.Type
 	switch {
@@ -219,7 +232,8 @@ func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
 	case t.Kind() == reflect.Map:
 		elem = t.Elem()
 	}
-	var keys [][]byte // the unquoted keys so far, while the object is small
+	var small [smallObject][]byte
+	keys := small[:0] // the unquoted keys so far, while the object is small
 	var seen map[string]bool
 	w.i++ // {
 	w.space()
@@ -227,13 +241,13 @@ func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
 		keyOff := w.i
 		raw := w.str()
 		if i := loneSurrogate(raw); i >= 0 {
-			return &DecodeError{Path: path.String(), Offset: int64(keyOff + i), Message: "a \\u escape in a key is a lone UTF-16 surrogate, not a character"}
+			return &DecodeError{Path: w.pathString(), Offset: int64(keyOff + i), Message: "a \\u escape in a key is a lone UTF-16 surrogate, not a character"}
 		}
 		key := raw[1 : len(raw)-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			key = []byte(unquote(raw))
 		}
-		elemPath := &pathElem{parent: path, key: raw}
+		w.path = append(w.path, pathElem{key: raw})
 		dup := false
 		if seen == nil && len(keys) < smallObject {
 			for _, k := range keys {
@@ -251,7 +265,7 @@ func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
 			seen[string(key)] = true
 		}
 		if dup {
-			return &DecodeError{Path: elemPath.String(), Offset: int64(keyOff), Message: fmt.Sprintf("duplicate key %s: an object holds each key once", Excerpt(string(key)))}
+			return &DecodeError{Path: w.pathString(), Offset: int64(keyOff), Message: fmt.Sprintf("duplicate key %s: an object holds each key once", Excerpt(string(key)))}
 		}
 		vt := elem
 		if fields != nil {
@@ -264,16 +278,17 @@ func (w *walker) object(t reflect.Type, path *pathElem, depth int) error {
 						break
 					}
 				}
-				return &DecodeError{Path: elemPath.String(), Offset: int64(keyOff), Message: msg}
+				return &DecodeError{Path: w.pathString(), Offset: int64(keyOff), Message: msg}
 			}
 			vt = ft
 		}
 		w.space()
 		w.i++ // :
 		w.space()
-		if err := w.value(vt, elemPath, depth); err != nil {
+		if err := w.value(vt, depth); err != nil {
 			return err
 		}
+		w.path = w.path[:len(w.path)-1]
 		w.space()
 		if w.data[w.i] == ',' {
 			w.i++

@@ -178,7 +178,8 @@ func Parse(name string, data []byte) ([]Event, Problems) {
 		}
 		return evs, problems
 	}
-	var evs []Event
+	// Room for one event a line, but no more than could fit: a complete envelope is over 100 bytes.
+	evs := make([]Event, 0, min(bytes.Count(data, []byte{'\n'}), len(data)/100)+1)
 	var problems Problems
 	var last *Event
 	for line, rest := 1, data; len(rest) > 0; line++ {
@@ -213,7 +214,7 @@ func checkID(s string) string {
 	switch {
 	case len(s) > MaxIDLength:
 		return fmt.Sprintf("%s is longer than %d bytes", Excerpt(s), MaxIDLength)
-	case !idChars.MatchString(s):
+	case !isID(s):
 		return fmt.Sprintf("%s is not an identifier (letters, digits, '.', '_', ':' and '-', starting with a letter or digit)", Excerpt(s))
 	}
 	return ""

@@ -260,6 +260,12 @@ func (e *limitError) Error() string {
 // without following a link and without blocking (a FIFO would), checks what it opened, and reads
 // through a reader that stops at the limit and when ctx is done.
 func readFile(ctx context.Context, path string, limit, left int64) ([]byte, error) {
+	return readFileInto(ctx, path, limit, left, nil)
+}
+
+// readFileInto is readFile reading into buf's storage when it is large enough (Stream reuses one
+// buffer for all the files).
+func readFileInto(ctx context.Context, path string, limit, left int64, buf []byte) ([]byte, error) {
 	// Look before opening: opening a device can have effects of its own.
 	if fi, err := os.Lstat(path); err != nil {
 		return nil, openError(path, err, "file")
@@ -291,7 +297,7 @@ func readFile(ctx context.Context, path string, limit, left int64) ([]byte, erro
 		return nil, err
 	}
 	bound := min(limit, left) + 1 // one byte more tells a file over the limit
-	data, err := io.ReadAll(io.LimitReader(ctxReader{ctx, f}, bound))
+	data, err := readAll(io.LimitReader(ctxReader{ctx, f}, bound), buf[:0], fi.Size()+1)
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -299,6 +305,25 @@ func readFile(ctx context.Context, path string, limit, left int64) ([]byte, erro
 		return nil, err
 	}
 	return data, nil
+}
+
+// readAll is io.ReadAll appending to buf, with room made first for the size the file says it has (and
+// one byte more, to see its end), so that a file is read without growing the buffer again and again.
+func readAll(r io.Reader, buf []byte, size int64) ([]byte, error) {
+	buf = slices.Grow(buf, int(size))
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 512)
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // ctxReader stops reading when ctx is done.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"path"
 	"regexp"
@@ -105,23 +106,31 @@ type folder struct {
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the
-// result. It returns the topology and every problem found; the topology is meaningful only when there
-// are none.
+// result. It returns the topology and every problem found (the first events.MaxProblems, then one
+// that counts the others); the topology is meaningful only when there are none.
 func Fold(evs []events.Event) (*Topology, events.Problems) {
+	return FoldSeq(pointers(evs))
+}
+
+// FoldSeq is Fold over events that come one at a time (Load streams them from the files): it keeps
+// what the topology needs, not the events (each kept event is one that last set a part of it), and
+// at most events.MaxProblems problems with one that counts the others.
+func FoldSeq(evs iter.Seq[*events.Event]) (*Topology, events.Problems) {
 	f := &folder{
 		t:         &Topology{Nodes: map[string]Node{}},
 		nodes:     map[string]*nodeState{},
 		removedBy: map[string]*events.Event{},
 		serviceBy: map[string]*events.Event{},
 	}
-	for i := range evs {
-		ev := &evs[i]
+	var omitted int
+	for ev := range evs {
 		f.t.Sequence = max(f.t.Sequence, ev.Sequence)
 		f.apply(ev)
+		f.trim(&omitted)
 	}
 	f.finish()
 	f.finishRemoved()
-	return f.t, f.problems
+	return f.t, f.bounded(omitted)
 }
 
 func (f *folder) problem(ev *events.Event, field, format string, args ...any) {
