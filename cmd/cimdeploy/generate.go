@@ -38,7 +38,10 @@ func newGenerateCommand(g *globalOptions) *cobra.Command {
 		Use:   "generate",
 		Short: "Project the domain events into the cluster's Nix flake",
 		Long: `Fold the domain events into a topology and write it as a Nix flake: flake.nix,
-topology.nix and nixosModules/nats-cluster.nix. Files are written atomically and only when they change.
+topology.nix, nixosModules/common.nix and the modules of the nodes' built-in roles
+(nixosModules/nats-cluster.nix, nats-leaf.nix, storage.nix). Files are written atomically and only when
+they change. A repository role's module (RoleDefined) is the repository's own file: it must be a regular
+file under --out (no symlink, at most 1 MiB) and is never written.
 
 With --check nothing is written: the command exits 1 and prints a unified diff when the files in --out
 differ from the projection (the drift check for pull requests). With --json it prints the folded topology.

@@ -22,10 +22,10 @@ func TestGenerateWritesThenChecks(t *testing.T) {
 	t.Parallel()
 	out := t.TempDir()
 	code, stdout, stderr := runCLI(t, "generate", "--events", fixtures, "--out", out)
-	if code != exitOK || !strings.Contains(stdout, "wrote flake.nix, nixosModules/nats-cluster.nix, topology.nix") {
+	if code != exitOK || !strings.Contains(stdout, "wrote flake.nix, nixosModules/common.nix, nixosModules/nats-cluster.nix, topology.nix") {
 		t.Fatalf("generate = %d\n%s%s", code, stdout, stderr)
 	}
-	for _, f := range []string{"flake.nix", "topology.nix", "nixosModules/nats-cluster.nix"} {
+	for _, f := range []string{"flake.nix", "topology.nix", "nixosModules/common.nix", "nixosModules/nats-cluster.nix"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/sethvargo/go-envconfig"
@@ -82,10 +83,13 @@ func graphFile(t *topology.Topology, path string) (projection.File, error) {
 			return projection.File{}, fmt.Errorf("--graph %q: want a path inside --out, without '.', '..' or empty components", path)
 		}
 	}
-	for _, f := range []string{projection.FlakeFile, projection.ModuleFile, projection.TopologyFile} {
-		if path == f {
-			return projection.File{}, errors.New("--graph " + path + ": that is a file of the flake")
-		}
+	generated := []string{projection.FlakeFile, projection.CommonModuleFile, projection.ModuleFile,
+		projection.LeafModuleFile, projection.StorageModuleFile, projection.TopologyFile}
+	for _, r := range t.Roles {
+		generated = append(generated, r.Module) // a repository role's module
+	}
+	if slices.Contains(generated, path) {
+		return projection.File{}, errors.New("--graph " + path + ": that is a file of the flake")
 	}
 	return projection.File{Path: path, Data: graphDocument(t, strings.HasSuffix(path, ".md"))}, nil
 }

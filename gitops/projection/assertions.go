@@ -17,13 +17,17 @@ import (
 //
 // The checks read config (the merged values, overrides included); the messages name the option, the
 // value it has and the value the events give.
-func assertionBindings(t *topology.Topology) (nixexpr.Set, error) {
+//
+// role is the module's: a cluster member's routes and leafnode listener have ports and a cluster name to
+// check, a leaf's do not.
+func assertionBindings(t *topology.Topology, role string) (nixexpr.Set, error) {
 	n := t.Services.NATS
-	ports := []string{
-		`{ name = "services.nats.port"; port = nats.port; }`,
-		`{ name = "services.nats.settings.cluster.listen"; port = listenPort nats.settings.cluster.listen; }`,
-		`{ name = "services.nats.settings.http_port"; port = nats.settings.http_port; }`,
+	member := role == topology.RoleNATSCluster
+	ports := []string{`{ name = "services.nats.port"; port = nats.port; }`}
+	if member {
+		ports = append(ports, `{ name = "services.nats.settings.cluster.listen"; port = listenPort nats.settings.cluster.listen; }`)
 	}
+	ports = append(ports, `{ name = "services.nats.settings.http_port"; port = nats.settings.http_port; }`)
 	if t.Services.NATSExporter != nil {
 		ports = append(ports, `{ name = "services.prometheus.exporters.nats.port"; port = exporters.nats.port; }`)
 	}
@@ -34,7 +38,7 @@ func assertionBindings(t *topology.Topology) (nixexpr.Set, error) {
 	said := map[string]string{}
 	for k, v := range map[string]string{
 		"duration": n.LameDuckDuration, "grace": n.LameDuckGracePeriod,
-		"cluster": n.Cluster.Name, "store": n.JetStream.StoreDir,
+		"store": n.JetStream.StoreDir,
 	} {
 		q, err := nixexpr.Quote(v)
 		if err != nil {
@@ -58,6 +62,17 @@ func assertionBindings(t *topology.Topology) (nixexpr.Set, error) {
       }`, k, map[string]int64{"max_memory_store": n.JetStream.MaxMemoryStore, "max_file_store": n.JetStream.MaxFileStore}[k])
 	}
 
+	leafPort, clusterName := "", ""
+	if member {
+		// A hub's members listen for leaf nodes: the listener is in settings only there.
+		leafPort = `
+        ++ lib.optional (nats.settings ? leafnodes) { name = "services.nats.settings.leafnodes.port"; port = nats.settings.leafnodes.port; }`
+		clusterName = `
+      {
+        assertion = builtins.match "[A-Za-z0-9_-]{1,64}" nats.settings.cluster.name != null;
+        message = "services.nats.settings.cluster.name ${builtins.toJSON nats.settings.cluster.name} is not a NATS cluster name of letters, digits, - and _ (the events say ${node.cluster})";
+      }`
+	}
 	code := `let
       nats = config.services.nats;
       exporters = config.services.prometheus.exporters;
@@ -75,7 +90,7 @@ func assertionBindings(t *topology.Topology) (nixexpr.Set, error) {
       listenPort = s: let m = builtins.match ".*:([0-9]+)" s; in if m == null then null else builtins.fromJSON (builtins.head m);
       ports = [
         ` + strings.Join(ports, "\n        ") + `
-      ];
+      ]` + leafPort + `;
       collisions = builtins.filter (p: builtins.length (builtins.filter (o: o.port == p.port) ports) > 1) ports;
     in
     [
@@ -90,11 +105,7 @@ func assertionBindings(t *topology.Topology) (nixexpr.Set, error) {
       {
         assertion = collisions == [ ];
         message = "two services on one port: ${builtins.concatStringsSep ", " (map (p: "${p.name} = ${toString p.port}") collisions)}; every service of the events has its own";
-      }
-      {
-        assertion = builtins.match "[A-Za-z0-9_-]{1,64}" nats.settings.cluster.name != null;
-        message = "services.nats.settings.cluster.name ${builtins.toJSON nats.settings.cluster.name} is not a NATS cluster name of letters, digits, - and _ (the events say " + ` + said["cluster"] + ` + ")";
-      }
+      }` + clusterName + `
       {
         assertion = builtins.match "(/[A-Za-z0-9._-]+)+" nats.settings.jetstream.store_dir != null
           && builtins.match "(.*/)?[.][.]?(/.*)?" nats.settings.jetstream.store_dir == null;

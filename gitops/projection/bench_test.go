@@ -60,7 +60,7 @@ func TestSyntheticTopologiesProject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(files[2].Data, []byte("nats-1000 = {")) {
+	if !bytes.Contains(files[3].Data, []byte("nats-1000 = {")) {
 		t.Fatal("node nats-1000 missing from topology.nix")
 	}
 }

@@ -85,10 +85,20 @@ func homeManager(t *topology.Topology) nixexpr.Set {
 	}
 }
 
-// natsURLs is the cluster's client URLs, every node's, as nats and the client libraries take them.
+// natsURLs is the client URLs of the NATS service's cluster (its members'; every cluster member's when
+// no node is in it), as nats and the client libraries take them.
 func natsURLs(t *topology.Topology) string {
-	urls := make([]string, 0, len(t.Nodes))
-	for _, name := range t.NodeNames() {
+	clusters := t.Clusters()
+	members := clusters[t.Services.NATS.Cluster.Name]
+	if len(members) == 0 {
+		for _, name := range t.NodeNames() {
+			if t.Nodes[name].Role == topology.RoleNATSCluster {
+				members = append(members, name)
+			}
+		}
+	}
+	urls := make([]string, 0, len(members))
+	for _, name := range members {
 		urls = append(urls, "nats://"+hostPort(t.Nodes[name].Address.String(), t.Services.NATS.ClientPort))
 	}
 	return strings.Join(urls, ",")

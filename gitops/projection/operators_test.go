@@ -63,7 +63,7 @@ func TestOperatorsEvaluate(t *testing.T) {
 	if _, err := projection.Write(dir, render(t, top, projection.Options{HomeManagerURL: "github:example/home-manager"})); err != nil {
 		t.Fatal(err)
 	}
-	expr := `let m = import ./` + projection.ModuleFile + ` {
+	expr := `let m = import ./` + projection.CommonModuleFile + ` {
 		config.networking.hostName = "nats-1";
 		lib.mkForce = v: v;
 		pkgs = { natscli = "natscli"; nsc = "nsc"; jq = "jq"; };

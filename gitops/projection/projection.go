@@ -1,6 +1,7 @@
 // Package projection writes a topology as a Nix flake: flake.nix, the data file topology.nix and the
-// NixOS module nixosModules/nats-cluster.nix. Rendering is pure and deterministic (the same topology
-// gives the same bytes); Write puts files in place atomically and Diff is the drift check.
+// NixOS modules of the nodes' roles (nixosModules/<role>.nix, sharing nixosModules/common.nix). Rendering
+// is pure and deterministic (the same topology gives the same bytes); Write puts files in place
+// atomically and Diff is the drift check.
 package projection
 
 import (
@@ -49,17 +50,26 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// File is one generated file; Path is relative to the flake's root, with forward slashes.
+// File is one file of the flake; Path is relative to the flake's root, with forward slashes.
 type File struct {
 	Path string
 	Data []byte
+	// Role is set on a repository role's module: a file of the repository, not of the projection, that
+	// the flake imports. It has no Data: Write and Diff check that it is there (CheckModule) and never
+	// write, replace or remove it.
+	Role string
 }
 
-// The files Render writes, in the order it returns them.
+// The files Render writes, in the order it returns them: the flake, the shared module, the modules of
+// the built-in roles the nodes have (nats-cluster always), the topology; then the repository roles'
+// modules, which Render names but never writes (File.Role).
 const (
-	FlakeFile    = "flake.nix"
-	ModuleFile   = "nixosModules/nats-cluster.nix"
-	TopologyFile = "topology.nix"
+	FlakeFile         = "flake.nix"
+	CommonModuleFile  = "nixosModules/common.nix"
+	ModuleFile        = "nixosModules/nats-cluster.nix"
+	LeafModuleFile    = "nixosModules/nats-leaf.nix"
+	StorageModuleFile = "nixosModules/storage.nix"
+	TopologyFile      = "topology.nix"
 )
 
 // ErrIncomplete is returned when the topology lacks what the flake needs (a NATS service, nodes).
@@ -79,19 +89,20 @@ func Render(t *topology.Topology, opts Options) ([]File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", FlakeFile, err)
 	}
-	module, err := renderModule(t)
+	files := []File{{Path: FlakeFile, Data: []byte(head + flake)}}
+	modules, err := renderModules(t)
 	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", ModuleFile, err)
+		return nil, err
+	}
+	for _, m := range modules {
+		files = append(files, File{Path: m.Path, Data: []byte(head + string(m.Data))})
 	}
 	data, err := renderTopology(t)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", TopologyFile, err)
 	}
-	return []File{
-		{Path: FlakeFile, Data: []byte(head + flake)},
-		{Path: ModuleFile, Data: []byte(head + module)},
-		{Path: TopologyFile, Data: []byte(head + data)},
-	}, nil
+	files = append(files, File{Path: TopologyFile, Data: []byte(head + data)})
+	return append(files, repositoryModules(t)...), nil
 }
 
 func header(t *topology.Topology) string {
@@ -108,116 +119,6 @@ func renderTopology(t *topology.Topology) (string, error) {
 	}
 	s, err := nixexpr.Format(v, 0)
 	return s + "\n", err
-}
-
-func renderModule(t *topology.Topology) (string, error) {
-	n := t.Services.NATS
-	var routes nixexpr.List
-	for _, name := range t.NodeNames() {
-		addr := t.Nodes[name].Address
-		routes = append(routes, nixexpr.String("nats://"+hostPort(addr.String(), n.Cluster.Port)))
-	}
-	dns := nixexpr.List{}
-	for _, a := range t.Network.DNS {
-		dns = append(dns, nixexpr.String(a.String()))
-	}
-	ports := openPorts(t)
-
-	nats := nixexpr.Set{
-		nixexpr.Bind("enable", nixexpr.Bool(true)),
-		nixexpr.Bind("jetstream", nixexpr.Bool(true)),
-		nixexpr.Bind("serverName", nixexpr.Raw("config.networking.hostName")),
-		nixexpr.Bind("port", nixexpr.Int(n.ClientPort)),
-		nixexpr.Bind("settings", append(nixexpr.Set{
-			nixexpr.Bind("cluster", nixexpr.Set{
-				nixexpr.Bind("listen", nixexpr.String(hostPort("0.0.0.0", n.Cluster.Port))),
-				nixexpr.Bind("name", nixexpr.String(n.Cluster.Name)),
-				nixexpr.Bind("routes", routes),
-			}),
-			nixexpr.Bind("http_port", nixexpr.Int(n.MonitorPort)),
-			nixexpr.Bind("jetstream", jetstream(n.JetStream)),
-			nixexpr.Bind("lame_duck_duration", nixexpr.String(n.LameDuckDuration)),
-			nixexpr.Bind("lame_duck_grace_period", nixexpr.String(n.LameDuckGracePeriod)),
-		}, accountSettings(t)...)),
-	}
-	body := nixexpr.Set{nixexpr.Bind("services.nats", nats)}
-
-	exporters := nixexpr.Set{}
-	if e := t.Services.NATSExporter; e != nil {
-		exporters = append(exporters, nixexpr.Bind("nats", nixexpr.Set{
-			nixexpr.Bind("enable", nixexpr.Bool(true)),
-			nixexpr.Bind("port", nixexpr.Int(e.Port)),
-			nixexpr.Bind("url", nixexpr.String("http://"+hostPort("127.0.0.1", n.MonitorPort))),
-			nixexpr.Bind("extraFlags", stringList(e.ExtraFlags)),
-		}))
-	}
-	if e := t.Services.NodeExporter; e != nil {
-		exporters = append(exporters, nixexpr.Bind("node", nixexpr.Set{
-			nixexpr.Bind("enable", nixexpr.Bool(true)),
-			nixexpr.Bind("port", nixexpr.Int(e.Port)),
-			nixexpr.Bind("enabledCollectors", stringList(e.EnabledCollectors)),
-		}))
-	}
-	if len(exporters) > 0 {
-		body = append(body, nixexpr.Blank, nixexpr.Bind("services.prometheus.exporters", exporters))
-	}
-
-	body = append(body,
-		nixexpr.Blank,
-		nixexpr.Bind("proxmoxLXC", nixexpr.Set{
-			nixexpr.Bind("manageHostName", nixexpr.Bool(true)),
-			nixexpr.Bind("manageNetwork", nixexpr.Bool(true)),
-		}),
-		nixexpr.Blank,
-		// manageNetwork: the module configures networkd itself, so NixOS' proxmox-lxc.nix leaves
-		// useHostResolvConf to container-config.nix (mkDefault true), which resolved.nix (enabled by
-		// networkd) rejects: "Using host resolv.conf is not supported with systemd-resolved". The
-		// network's DNS servers reach the node through networkd and resolved, as proxmox-lxc.nix
-		// arranges when Proxmox manages the network.
-		nixexpr.Bind("networking", nixexpr.Set{
-			nixexpr.Bind("useDHCP", nixexpr.Bool(false)),
-			nixexpr.Bind("useNetworkd", nixexpr.Bool(true)),
-			nixexpr.Bind("useHostResolvConf", nixexpr.Bool(false)),
-			nixexpr.Bind("firewall", nixexpr.Set{
-				nixexpr.Bind("enable", nixexpr.Bool(true)),
-				nixexpr.Bind("allowedTCPPorts", ports),
-			}),
-		}),
-		nixexpr.Blank,
-		nixexpr.Bind("services.resolved.enable", nixexpr.Bool(true)),
-		nixexpr.Blank,
-		nixexpr.Bind("systemd.network", nixexpr.Set{
-			nixexpr.Bind("enable", nixexpr.Bool(true)),
-			nixexpr.Binding{Path: []string{"networks", "10-uplink"}, Value: nixexpr.Set{
-				nixexpr.Bind("matchConfig.Name", nixexpr.Raw("node.interface")),
-				nixexpr.Bind("networkConfig", nixexpr.Set{
-					nixexpr.Bind("Address", nixexpr.Raw(`"${node.address}/${toString node.prefix_length}"`)),
-					nixexpr.Bind("Gateway", nixexpr.String(t.Network.Gateway.String())),
-					nixexpr.Bind("DNS", dns),
-					nixexpr.Bind("DHCP", nixexpr.String("no")),
-				}),
-			}},
-		}),
-	)
-	body = append(body, securityModule(t)...)
-	body = append(body, operatorBindings(t)...)
-	asserts, err := assertionBindings(t)
-	if err != nil {
-		return "", err
-	}
-	body = append(body, asserts...)
-	s, err := nixexpr.Format(body, 0)
-	if err != nil {
-		return "", err
-	}
-	return `{ config, lib, pkgs, ... }:
-
-let
-  topology = import ../topology.nix;
-  # This node's own data, looked up by its host name.
-  node = topology.nodes.${config.networking.hostName};
-in
-` + s + "\n", nil
 }
 
 func jetstream(js topology.JetStream) nixexpr.Set {
@@ -264,6 +165,10 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "{\n  description = %s;\n\n  inputs = {\n    nixpkgs.url = %s;\n", desc, nixpkgsURL)
 	args := "{ self, nixpkgs }"
+	roles, err := roleModules(t)
+	if err != nil {
+		return "", err
+	}
 	lxcImport := "\n          \"${modulesPath}/virtualisation/proxmox-lxc.nix\""
 	packages := `      # Proxmox LXC templates, built from each node's own configuration.
       packages.${system} = lib.mapAttrs'
@@ -305,11 +210,14 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
       pkgs = nixpkgs.legacyPackages.${system};
       topology = import ./topology.nix;
 
-      # A node is the shared cluster module, Proxmox's LXC profile and its name;
-      # the cluster module looks up the rest of the node in topology.nix.
+      # The modules of each role: a built-in role's generated module (which imports
+      # nixosModules/common.nix), a repository role's own module with common.nix.
+      roleModules = %s;
+
+      # A node is its role's modules, Proxmox's LXC profile and its name; the modules look up
+      # the rest of the node in topology.nix.
       nodeModule = name: node: { modulesPath, ... }: {
-        imports = [
-          self.nixosModules.nats-cluster%s
+        imports = roleModules.${node.role} ++ [%s
         ];
         networking.hostName = name;
         system.stateVersion = node.state_version;
@@ -318,7 +226,7 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
       };
     in
     {
-      nixosModules.nats-cluster = import ./nixosModules/nats-cluster.nix;
+      nixosModules = %s;
 
       nixosConfigurations = builtins.mapAttrs
         (name: node: lib.nixosSystem {
@@ -348,6 +256,6 @@ func renderFlake(t *topology.Topology, opts Options) (string, error) {
       };
     };
 }
-`, args, lxcImport, packages, shellName, natsURL)
+`, args, roles, lxcImport, flakeModules(t), packages, shellName, natsURL)
 	return b.String(), nil
 }

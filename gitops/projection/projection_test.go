@@ -171,15 +171,19 @@ func TestModuleEvaluates(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range top.NodeNames() {
-		expr := `let m = import ./` + projection.ModuleFile + ` {
-			config.networking.hostName = "` + name + `";
-			lib.mkForce = v: { _force = v; };
-			pkgs = { };
-		}; in {
-			address = m.systemd.network.networks."10-uplink".networkConfig.Address;
+		expr := `let
+			args = {
+				config.networking.hostName = "` + name + `";
+				lib.mkForce = v: { _force = v; };
+				pkgs = { };
+			};
+			c = import ./` + projection.CommonModuleFile + ` args;
+			m = import ./` + projection.ModuleFile + ` args;
+		in {
+			address = c.systemd.network.networks."10-uplink".networkConfig.Address;
 			routes = m.services.nats.settings.cluster.routes;
 			store = m.services.nats.settings.jetstream.store_dir._force;
-			ports = m.networking.firewall.allowedTCPPorts;
+			ports = c.networking.firewall.allowedTCPPorts ++ m.networking.firewall.allowedTCPPorts;
 			server = m.services.nats.serverName;
 		}`
 		var got struct {
@@ -224,7 +228,7 @@ func TestWriteAndDiff(t *testing.T) {
 		t.Fatalf("diff against nothing = %v\n%s", err, diff)
 	}
 	changed, err := projection.Write(dir, files)
-	if err != nil || len(changed) != 3 {
+	if err != nil || len(changed) != 4 {
 		t.Fatalf("Write = %v, %v", changed, err)
 	}
 	if changed, err := projection.Write(dir, files); err != nil || len(changed) != 0 {
@@ -244,7 +248,7 @@ func TestWriteAndDiff(t *testing.T) {
 	}
 	// No temporary files are left behind.
 	entries, _ := os.ReadDir(filepath.Join(dir, "nixosModules"))
-	if len(entries) != 1 {
+	if len(entries) != 2 {
 		t.Errorf("left %v", entries)
 	}
 }

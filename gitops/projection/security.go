@@ -10,20 +10,40 @@ import (
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
 )
 
-// openPorts are the TCP ports the firewall opens to everyone: all the services' ports, or, in a
-// secured cluster, none (securityModule opens each port to its own sources).
-func openPorts(t *topology.Topology) nixexpr.List {
-	ports := nixexpr.List{}
+// openPorts are the TCP ports of a module that the firewall opens to everyone, sorted: ports, or, in a
+// secured cluster, none (the security bindings open each port to its own sources).
+func openPorts(t *topology.Topology, ports []int) nixexpr.List {
+	out := nixexpr.List{}
 	if t.Security != nil {
-		return ports
+		return out
 	}
-	for _, p := range t.TCPPorts() {
-		ports = append(ports, nixexpr.Int(p))
+	ports = slices.Clone(ports)
+	slices.Sort(ports)
+	for _, p := range ports {
+		out = append(out, nixexpr.Int(p))
 	}
-	return ports
+	return out
 }
 
-// securityModule is what ClusterSecured adds to the module (nothing when the cluster is not secured):
+// securityCommon is what ClusterSecured adds to common.nix: the nftables firewall, the node exporter
+// from the management networks (nixpkgs' nixos/modules/services/networking/firewall-nftables.nix,
+// extraInputRules). Nothing when the cluster is not secured.
+func securityCommon(t *topology.Topology) nixexpr.Set {
+	sec := t.Security
+	if sec == nil {
+		return nil
+	}
+	out := nixexpr.Set{nixexpr.Blank, nixexpr.Bind("networking.nftables.enable", nixexpr.Bool(true))}
+	if e := t.Services.NodeExporter; e != nil {
+		var b strings.Builder
+		nftRule(&b, prefixStrings(sec.ManagementNetworks), []int{e.Port}, "node exporter: management networks")
+		out = append(out, nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.String(b.String())))
+	}
+	return out
+}
+
+// securityNATS is what ClusterSecured adds to nats-cluster.nix (nothing when the cluster is not
+// secured):
 //
 //   - routes: mutual TLS with the cluster's CA (nats-server's cluster.tls, where verify is always on) and
 //     verify_and_map, so the certificate's subject is the route's user, checked against
@@ -33,9 +53,13 @@ func openPorts(t *topology.Topology) nixexpr.List {
 //   - validateConfig = false: the certificate and key are files on the node, never in the Nix store,
 //     so `nats-server -t` at build time cannot read them (nixpkgs' nats.nix: "When the config can't
 //     be checked during build time, for example when it includes other files, disable this option");
-//   - the firewall (nftables): the monitoring port and the exporters from the management networks,
-//     the route port from the cluster's nodes, the client port from the client networks.
-func securityModule(t *topology.Topology) nixexpr.Set {
+//   - the firewall (nftables, after common.nix's node exporter rule): the monitoring port and the NATS
+//     exporter from the management networks, the route port from the NATS clusters' members, the
+//     client port from the client networks.
+//
+// Leaf nodes of a secured cluster are refused (the fold and checkRoles): their leafnode connections
+// would need TLS of their own.
+func securityNATS(t *topology.Topology) nixexpr.Set {
 	sec := t.Security
 	if sec == nil {
 		return nil
@@ -60,40 +84,40 @@ func securityModule(t *topology.Topology) nixexpr.Set {
 	return append(out,
 		nixexpr.Bind("services.nats.validateConfig", nixexpr.Bool(false)),
 		nixexpr.Blank,
-		nixexpr.Bind("networking.nftables.enable", nixexpr.Bool(true)),
 		nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.String(firewallRules(t))),
 	)
 }
 
-// firewallRules are nftables rules for the firewall's input-allow chain (nixpkgs'
-// nixos/modules/services/networking/firewall-nftables.nix, extraInputRules), one per kind of source.
+// firewallRules are the NATS server's nftables rules for the firewall's input-allow chain, one per kind
+// of source.
 func firewallRules(t *topology.Topology) string {
 	sec, n := t.Security, t.Services.NATS
 	mgmt := []int{n.MonitorPort}
 	if e := t.Services.NATSExporter; e != nil {
 		mgmt = append(mgmt, e.Port)
 	}
-	if e := t.Services.NodeExporter; e != nil {
-		mgmt = append(mgmt, e.Port)
-	}
 	slices.Sort(mgmt)
-	var nodes []string
+	var members []string
 	for _, name := range t.NodeNames() {
-		nodes = append(nodes, t.Nodes[name].Address.String())
+		if t.Nodes[name].Role == topology.RoleNATSCluster {
+			members = append(members, t.Nodes[name].Address.String())
+		}
 	}
 	var b strings.Builder
-	rule := func(sources []string, ports []int, comment string) {
-		ps := make([]string, len(ports))
-		for i, p := range ports {
-			ps[i] = strconv.Itoa(p)
-		}
-		b.WriteString("ip saddr { " + strings.Join(sources, ", ") + " } tcp dport { " + strings.Join(ps, ", ") +
-			" } accept comment \"" + comment + "\"\n")
-	}
-	rule(prefixStrings(sec.ManagementNetworks), mgmt, "monitoring and exporters: management networks")
-	rule(nodes, []int{n.Cluster.Port}, "routes: the cluster's nodes")
-	rule(prefixStrings(sec.ClientNetworks), []int{n.ClientPort}, "clients")
+	nftRule(&b, prefixStrings(sec.ManagementNetworks), mgmt, "monitoring and exporters: management networks")
+	nftRule(&b, members, []int{n.Cluster.Port}, "routes: the NATS clusters' members")
+	nftRule(&b, prefixStrings(sec.ClientNetworks), []int{n.ClientPort}, "clients")
 	return b.String()
+}
+
+// rule is one nftables rule: sources may reach ports.
+func nftRule(b *strings.Builder, sources []string, ports []int, comment string) {
+	ps := make([]string, len(ports))
+	for i, p := range ports {
+		ps[i] = strconv.Itoa(p)
+	}
+	b.WriteString("ip saddr { " + strings.Join(sources, ", ") + " } tcp dport { " + strings.Join(ps, ", ") +
+		" } accept comment \"" + comment + "\"\n")
 }
 
 func prefixStrings(ps []netip.Prefix) []string {

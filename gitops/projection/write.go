@@ -50,11 +50,16 @@ type staged struct {
 //
 // Write never goes through a link: a destination, or a directory on its way, that is a symlink or a
 // special file is refused with an error wrapping ErrUnsafePath that names it, and nothing is written.
+// A repository role's module (File.Role) is checked with CheckModule before anything is written, and
+// never written, replaced or removed.
 func Write(dir string, files []File) (changed []string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("write: %w", err)
 	}
 	if err := Recover(dir); err != nil {
+		return nil, err
+	}
+	if err := checkModules(dir, files); err != nil {
 		return nil, err
 	}
 	var stage []staged
@@ -66,6 +71,9 @@ func Write(dir string, files []File) (changed []string, err error) {
 		}
 	}()
 	for _, f := range files {
+		if f.Role != "" {
+			continue // a repository role's module: checked, never written
+		}
 		old, err := readFile(dir, f.Path)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("write %s: %w", f.Path, err)
@@ -300,12 +308,19 @@ func readFile(dir, rel string) ([]byte, error) {
 }
 
 // Diff compares the files under dir with files and returns a unified diff of what differs (empty when
-// nothing does). A missing file is diffed against nothing. It reads as Write does: never through a
+// nothing does). A missing file is diffed against nothing; a repository role's module is checked
+// (CheckModule), not diffed. It reads as Write does: never through a
 // link, only regular files, at most MaxFileSize bytes each; anything else is an error wrapping
 // ErrUnsafePath that names the path.
 func Diff(dir string, files []File) (string, error) {
+	if err := checkModules(dir, files); err != nil {
+		return "", err
+	}
 	var out strings.Builder
 	for _, f := range files {
+		if f.Role != "" {
+			continue // a repository role's module: the repository's own, checked above
+		}
 		old, err := readFile(dir, f.Path)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("read %s: %w", f.Path, err)
@@ -330,4 +345,55 @@ func Diff(dir string, files []File) (string, error) {
 		out.WriteString(d)
 	}
 	return out.String(), nil
+}
+
+// MaxModuleSize bounds a repository role's module: a NixOS module of a role is a few kilobytes, so a
+// larger file is no module.
+const MaxModuleSize = 1 << 20
+
+// ErrModule is in the chain of every error about a repository role's module that is missing or unsafe.
+var ErrModule = errors.New("repository role module")
+
+// CheckModule checks that a repository role's module f (File.Role set) is a regular file under dir, of
+// at most MaxModuleSize bytes, reached without a symlink on the way (a link could leave the repository).
+// The error names the RoleDefined event's role and the path, and wraps ErrModule (and ErrUnsafePath for
+// a link, a special file or a directory). It reads nothing but the file's metadata.
+func CheckModule(dir string, f File) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("the RoleDefined event of role %q names module %s, which %s: %w", f.Role, f.Path, fmt.Sprintf(format, args...), ErrModule)
+	}
+	err := checkPath(dir, f.Path, true)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail("is not in the repository (%s); add the role's NixOS module there", dir)
+	case err != nil:
+		return fmt.Errorf("%w: %w", fail("cimdeploy will not use"), err)
+	}
+	file, err := os.OpenFile(filepath.Join(dir, filepath.FromSlash(f.Path)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", fail("cannot be opened"), err)
+	}
+	defer file.Close()
+	fi, err := file.Stat()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", fail("cannot be read"), err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%w: %w", fail("is not a regular file (%s)", fi.Mode().Type()), ErrUnsafePath)
+	case fi.Size() > MaxModuleSize:
+		return fail("is %d bytes, over %d: no NixOS module of a role is that large", fi.Size(), MaxModuleSize)
+	}
+	return nil
+}
+
+// checkModules checks the repository role modules among files.
+func checkModules(dir string, files []File) error {
+	for _, f := range files {
+		if f.Role != "" {
+			if err := CheckModule(dir, f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

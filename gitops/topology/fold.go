@@ -453,7 +453,7 @@ func (f *folder) serviceAdded(ev *events.Event) {
 	switch s.Kind {
 	case KindNATS:
 		svc.NATS = &NATS{
-			ClientPort: 4222, MonitorPort: 8222, Cluster: Cluster{Port: 6222},
+			ClientPort: 4222, MonitorPort: 8222, Cluster: Cluster{Port: 6222}, Leafnodes: Leafnodes{Port: 7422},
 			JetStream:        JetStream{StoreDir: "/var/lib/nats/jetstream"},
 			LameDuckDuration: "2m", LameDuckGracePeriod: "10s",
 		}
@@ -508,6 +508,7 @@ func (f *folder) configure(ev *events.Event, svc *Services, s serviceEvent) bool
 		ok = f.check(ev, "data.settings.client_port", checkPort(n.ClientPort))
 		ok = f.check(ev, "data.settings.monitor_port", checkPort(n.MonitorPort)) && ok
 		ok = f.check(ev, "data.settings.cluster.port", checkPort(n.Cluster.Port)) && ok
+		ok = f.check(ev, "data.settings.leafnodes.port", checkPort(n.Leafnodes.Port)) && ok
 		ok = f.check(ev, "data.settings.cluster.name", checkMatch(n.Cluster.Name, clusterName, "a NATS cluster name of letters, digits, - and _")) && ok
 		ok = f.check(ev, "data.settings.jetstream.store_dir", checkAbsPath(n.JetStream.StoreDir)) && ok
 		ok = f.check(ev, "data.settings.jetstream.max_memory_store", checkSize(n.JetStream.MaxMemoryStore)) && ok

@@ -88,7 +88,7 @@ func TestFoldFixtures(t *testing.T) {
 	if n.Cluster.Name != "cim-cluster" || n.JetStream.MaxFileStore != 10<<30 || n.LameDuckDuration != "30s" {
 		t.Errorf("nats = %+v", n)
 	}
-	if got := fmt.Sprint(top.TCPPorts()); got != "[4222 6222 7777 8222 9100]" {
+	if got := fmt.Sprint(top.TCPPorts()); got != "[4222 6222 7422 7777 8222 9100]" {
 		t.Errorf("ports %s", got)
 	}
 }

@@ -93,9 +93,10 @@ func (f *folder) roleDefined(ev *events.Event) {
 	f.roleBy[r.Name] = ev
 }
 
-// generatedModules are the module files the projection writes for the built-in roles.
+// generatedModules are the module files the projection writes: the built-in roles' and the one they
+// share (common.nix).
 func generatedModules() []string {
-	var ms []string
+	ms := []string{"nixosModules/common.nix"}
 	for _, r := range BuiltinRoles {
 		ms = append(ms, "nixosModules/"+r+".nix")
 	}
@@ -149,6 +150,13 @@ func (f *folder) finishRoles() {
 		}
 		if _, ok := clusters[n.Cluster]; !ok {
 			f.problem(f.nodes[name].specBy, "data.cluster", "leaf node %s names hub cluster %s, which has no members (no nats-cluster node is in it)", q(name), q(n.Cluster))
+		}
+		// The projection's leaf connects to its hub without credentials or TLS (gitops/projection).
+		switch {
+		case f.t.Accounts != nil:
+			f.problem(f.nodes[name].specBy, "data.role", "leaf node %s: leaf nodes of a cluster with NATS accounts are not supported yet (the hub would need the leaf's credentials)", q(name))
+		case f.t.Security != nil:
+			f.problem(f.nodes[name].specBy, "data.role", "leaf node %s: leaf nodes of a secured cluster (ClusterSecured) are not supported yet (leafnode TLS)", q(name))
 		}
 	}
 }

@@ -87,6 +87,7 @@ type NATS struct {
 	ClientPort          int       `json:"client_port"`
 	MonitorPort         int       `json:"monitor_port"`
 	Cluster             Cluster   `json:"cluster"`
+	Leafnodes           Leafnodes `json:"leafnodes"`
 	JetStream           JetStream `json:"jetstream"`
 	LameDuckDuration    string    `json:"lame_duck_duration"`
 	LameDuckGracePeriod string    `json:"lame_duck_grace_period"`
@@ -96,6 +97,11 @@ type NATS struct {
 type Cluster struct {
 	Name string `json:"name"`
 	Port int    `json:"port"`
+}
+
+// Leafnodes is where a hub cluster's members listen for the connections of their leaf nodes.
+type Leafnodes struct {
+	Port int `json:"port"`
 }
 
 // JetStream is where and how much JetStream stores; a zero limit leaves it to nats-server.
@@ -127,7 +133,7 @@ func (t *Topology) NodeNames() []string {
 	return names
 }
 
-// TCPPorts returns the TCP ports the services listen on, sorted: what the firewall opens.
+// TCPPorts returns the TCP ports of all the services, sorted; a node listens on those of its role.
 func (t *Topology) TCPPorts() []int {
 	var ports []int
 	for _, p := range t.Services.ports() {
@@ -148,6 +154,7 @@ func (s Services) ports() []namedPort {
 		ps = append(ps,
 			namedPort{KindNATS, "nats.client_port", n.ClientPort},
 			namedPort{KindNATS, "nats.cluster.port", n.Cluster.Port},
+			namedPort{KindNATS, "nats.leafnodes.port", n.Leafnodes.Port},
 			namedPort{KindNATS, "nats.monitor_port", n.MonitorPort})
 	}
 	if e := s.NodeExporter; e != nil {

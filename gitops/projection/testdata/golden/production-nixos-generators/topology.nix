@@ -205,6 +205,9 @@
       };
       lame_duck_duration = "30s";
       lame_duck_grace_period = "10s";
+      leafnodes = {
+        port = 7422;
+      };
       monitor_port = 8222;
     };
     nats_exporter = {

@@ -18,11 +18,16 @@
       pkgs = nixpkgs.legacyPackages.${system};
       topology = import ./topology.nix;
 
-      # A node is the shared cluster module, Proxmox's LXC profile and its name;
-      # the cluster module looks up the rest of the node in topology.nix.
+      # The modules of each role: a built-in role's generated module (which imports
+      # nixosModules/common.nix), a repository role's own module with common.nix.
+      roleModules = {
+        nats-cluster = [ ./nixosModules/nats-cluster.nix ];
+      };
+
+      # A node is its role's modules, Proxmox's LXC profile and its name; the modules look up
+      # the rest of the node in topology.nix.
       nodeModule = name: node: { modulesPath, ... }: {
-        imports = [
-          self.nixosModules.nats-cluster
+        imports = roleModules.${node.role} ++ [
           "${modulesPath}/virtualisation/proxmox-lxc.nix"
           home-manager.nixosModules.home-manager
         ];
@@ -33,7 +38,10 @@
       };
     in
     {
-      nixosModules.nats-cluster = import ./nixosModules/nats-cluster.nix;
+      nixosModules = {
+        common = import ./nixosModules/common.nix;
+        nats-cluster = import ./nixosModules/nats-cluster.nix;
+      };
 
       nixosConfigurations = builtins.mapAttrs
         (name: node: lib.nixosSystem {

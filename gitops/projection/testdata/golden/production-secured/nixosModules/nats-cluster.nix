@@ -6,8 +6,18 @@ let
   topology = import ../topology.nix;
   # This node's own data, looked up by its host name.
   node = topology.nodes.${config.networking.hostName};
+  # Each NATS cluster's routes: its members'.
+  routes = {
+    cim-cluster = [
+      "nats://10.0.0.41:6222"
+      "nats://10.0.0.42:6222"
+      "nats://10.0.0.43:6222"
+    ];
+  };
 in
 {
+  imports = [ ./common.nix ];
+
   services.nats = {
     enable = true;
     jetstream = true;
@@ -16,12 +26,8 @@ in
     settings = {
       cluster = {
         listen = "0.0.0.0:6222";
-        name = "cim-cluster";
-        routes = [
-          "nats://10.0.0.41:6222"
-          "nats://10.0.0.42:6222"
-          "nats://10.0.0.43:6222"
-        ];
+        name = node.cluster;
+        routes = routes.${node.cluster};
       };
       http_port = 8222;
       jetstream = {
@@ -112,49 +118,14 @@ in
     };
   };
 
-  services.prometheus.exporters = {
-    nats = {
-      enable = true;
-      port = 7777;
-      url = "http://127.0.0.1:8222";
-      extraFlags = [ "-varz" "-connz" "-routez" "-jsz=all" "-healthz" ];
-    };
-    node = {
-      enable = true;
-      port = 9100;
-      enabledCollectors = [ "systemd" "processes" ];
-    };
-  };
-
-  proxmoxLXC = {
-    manageHostName = true;
-    manageNetwork = true;
-  };
-
-  networking = {
-    useDHCP = false;
-    useNetworkd = true;
-    useHostResolvConf = false;
-    firewall = {
-      enable = true;
-      allowedTCPPorts = [ ];
-    };
-  };
-
-  services.resolved.enable = true;
-
-  systemd.network = {
+  services.prometheus.exporters.nats = {
     enable = true;
-    networks."10-uplink" = {
-      matchConfig.Name = node.interface;
-      networkConfig = {
-        Address = "${node.address}/${toString node.prefix_length}";
-        Gateway = "10.0.0.1";
-        DNS = [ "10.0.0.1" ];
-        DHCP = "no";
-      };
-    };
+    port = 7777;
+    url = "http://127.0.0.1:8222";
+    extraFlags = [ "-varz" "-connz" "-routez" "-jsz=all" "-healthz" ];
   };
+
+  networking.firewall.allowedTCPPorts = [ ];
 
   services.nats.settings.cluster.authorization.user = "CN=nats-route,O=cim";
   services.nats.settings.cluster.tls = {
@@ -170,55 +141,7 @@ in
   };
   services.nats.validateConfig = false;
 
-  networking.nftables.enable = true;
-  networking.firewall.extraInputRules = "ip saddr { 10.0.0.0/24 } tcp dport { 7777, 8222, 9100 } accept comment \"monitoring and exporters: management networks\"\nip saddr { 10.0.0.41, 10.0.0.42, 10.0.0.43 } tcp dport { 6222 } accept comment \"routes: the cluster's nodes\"\nip saddr { 10.0.0.0/19, 192.168.10.0/24 } tcp dport { 4222 } accept comment \"clients\"\n";
-
-  users.users = {
-    alice = {
-      isNormalUser = true;
-      description = "cimdeploy operator (viewer)";
-      extraGroups = [ ];
-      openssh.authorizedKeys.keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICVXJlw4MsXXScoGwH4Fhql42szEJfc9uIy93lT7JvRy alice@cim.local"
-      ];
-    };
-    ops = {
-      isNormalUser = true;
-      description = "cimdeploy operator (domain-admin)";
-      extraGroups = [ "wheel" ];
-      openssh.authorizedKeys.keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICATKy2qBg7EzYpkcSqJwPdh7FBrJYunkjxl+7+Q/zQr ops@cim.local"
-      ];
-    };
-    root.openssh.authorizedKeys.keys = [
-      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEo+17sUMF7LM5UUHieduijLdUlnkrKf36/cxh/pCnHy deploy@cim.local"
-    ];
-  };
-  security.sudo.wheelNeedsPassword = false;
-
-  home-manager = {
-    useGlobalPkgs = true;
-    users.ops = {
-      home = {
-        username = "ops";
-        homeDirectory = "/home/ops";
-        stateVersion = node.state_version;
-        packages = [
-          pkgs.natscli
-          pkgs.nsc
-          pkgs.jq
-        ];
-        sessionVariables.NATS_URL = "nats://10.0.0.41:4222,nats://10.0.0.42:4222,nats://10.0.0.43:4222";
-      };
-      programs.bash = {
-        enable = true;
-        shellAliases = {
-          domain-events = "nats --server 'nats://10.0.0.41:4222,nats://10.0.0.42:4222,nats://10.0.0.43:4222' sub 'cim.>'";
-          domain-status = "nats --server 'nats://10.0.0.41:4222,nats://10.0.0.42:4222,nats://10.0.0.43:4222' stream report";
-        };
-      };
-    };
-  };
+  networking.firewall.extraInputRules = "ip saddr { 10.0.0.0/24 } tcp dport { 7777, 8222 } accept comment \"monitoring and exporters: management networks\"\nip saddr { 10.0.0.41, 10.0.0.42, 10.0.0.43 } tcp dport { 6222 } accept comment \"routes: the NATS clusters' members\"\nip saddr { 10.0.0.0/19, 192.168.10.0/24 } tcp dport { 4222 } accept comment \"clients\"\n";
 
   assertions = let
       nats = config.services.nats;
@@ -241,7 +164,8 @@ in
         { name = "services.nats.settings.http_port"; port = nats.settings.http_port; }
         { name = "services.prometheus.exporters.nats.port"; port = exporters.nats.port; }
         { name = "services.prometheus.exporters.node.port"; port = exporters.node.port; }
-      ];
+      ]
+        ++ lib.optional (nats.settings ? leafnodes) { name = "services.nats.settings.leafnodes.port"; port = nats.settings.leafnodes.port; };
       collisions = builtins.filter (p: builtins.length (builtins.filter (o: o.port == p.port) ports) > 1) ports;
     in
     [
@@ -259,7 +183,7 @@ in
       }
       {
         assertion = builtins.match "[A-Za-z0-9_-]{1,64}" nats.settings.cluster.name != null;
-        message = "services.nats.settings.cluster.name ${builtins.toJSON nats.settings.cluster.name} is not a NATS cluster name of letters, digits, - and _ (the events say " + "cim-cluster" + ")";
+        message = "services.nats.settings.cluster.name ${builtins.toJSON nats.settings.cluster.name} is not a NATS cluster name of letters, digits, - and _ (the events say ${node.cluster})";
       }
       {
         assertion = builtins.match "(/[A-Za-z0-9._-]+)+" nats.settings.jetstream.store_dir != null
