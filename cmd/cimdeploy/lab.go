@@ -73,8 +73,10 @@ connected to its hub cluster.
 
 --nodes N alone is one cluster of N nodes (nats-1..N). With --clusters C and --cluster-size S the
 lab has C clusters of S members (c1-1..c1-S, c2-1.., or nats-1..S for one cluster) and the nodes
-beyond them are leaves (leaf-1..), attached to the clusters in turn; --nodes defaults to C x S. A lab that is already up is left as it is; what is left of a crashed
-one is stopped first.`,
+beyond them are leaves (leaf-1..), attached to the clusters in turn; --nodes defaults to C x S.
+
+A lab that is already up with the same layout is left as it is; what is left of a crashed one, or of
+a lab of another layout, is stopped first.`,
 		Args: noArgs,
 		RunE: run(runLabUp),
 	}
