@@ -2,7 +2,6 @@ package projection
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -19,16 +18,17 @@ const (
 	maxLabelRunes = 120
 )
 
-// Mermaid renders the topology as a Mermaid flowchart: the domain, a subgraph per Proxmox host with
-// its nodes (address, VMID, cores, memory), the NATS routes between the nodes, and the services every
-// node runs. Like Render it is pure and deterministic: the same topology gives the same bytes.
+// Mermaid renders the topology as a Mermaid flowchart: the domain; a subgraph per NATS cluster with
+// its members (address, Proxmox host, VMID, cores, memory) and the routes between them; each leaf node
+// (a rounded box) beside its hub cluster with its leafnode connection; a subgraph per other role (storage,
+// a repository role with its module) with its nodes (cylinders); and the services the nodes run. Like Render it is pure and deterministic: the same topology gives the same bytes.
 //
 // Every text that comes from the events (the domain's name, purpose and administrator, the hosts, the
-// cluster's name) is written as a quoted label with Mermaid's entity codes (#34; and the like) for
+// clusters' and roles' names) is written as a quoted label with Mermaid's entity codes (#34; and the like) for
 // every character but letters, digits and a few harmless punctuation marks, and cut to 120
 // characters, so no event can end a label, start a directive or inject HTML into the chart. Node
-// identifiers are derived from the validated node names (RFC 1123 labels) and host order, never copied
-// from free text.
+// identifiers are derived from the validated node names (RFC 1123 labels) and the order of clusters and
+// roles, never copied from free text.
 func Mermaid(t *topology.Topology) []byte {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -48,59 +48,95 @@ func Mermaid(t *topology.Topology) []byte {
 	}
 	w("  domain[%s]", label(domain...))
 
-	// A subgraph per Proxmox host, the hosts and the nodes sorted by name.
-	hosts := map[string][]string{}
-	for _, name := range t.NodeNames() {
-		h := t.Nodes[name].Proxmox.Host
-		hosts[h] = append(hosts[h], name)
+	// A subgraph per NATS cluster with its members and their routes, then one per other role with its
+	// nodes; a leaf is drawn beside its hub cluster, attached to it. Each node says its Proxmox host.
+	clusters := t.Clusters()
+	clusterNames := sortedKeys(clusters)
+	nodeLabel := func(name string) string {
+		n := t.Nodes[name]
+		return label(name,
+			fmt.Sprintf("%s/%d", n.Address, n.PrefixLength),
+			fmt.Sprintf("%s vmid %d, %d cores, %d MiB", n.Proxmox.Host, n.Proxmox.VMID, n.Proxmox.Cores, n.Proxmox.MemoryMiB))
 	}
-	hostNames := make([]string, 0, len(hosts))
-	for h := range hosts {
-		hostNames = append(hostNames, h)
-	}
-	sort.Strings(hostNames)
-	for i, h := range hostNames {
-		w("  subgraph host%d[%s]", i+1, label("Proxmox host "+h))
-		for _, name := range hosts[h] {
-			n := t.Nodes[name]
-			w("    %s[%s]", nodeID(name), label(name,
-				fmt.Sprintf("%s/%d", n.Address, n.PrefixLength),
-				fmt.Sprintf("vmid %d, %d cores, %d MiB", n.Proxmox.VMID, n.Proxmox.Cores, n.Proxmox.MemoryMiB)))
+	s := t.Services.NATS
+	for i, c := range clusterNames {
+		id := fmt.Sprintf("cluster%d", i+1)
+		w("  subgraph %s[%s]", id, label("NATS cluster "+c))
+		for _, name := range clusters[c] {
+			w("    %s[%s]", nodeID(name), nodeLabel(name))
 		}
 		w("  end")
-		w("  domain --- host%d", i+1)
-	}
-
-	names := t.NodeNames()
-	if s := t.Services.NATS; s != nil && len(names) > 1 {
-		route := label(fmt.Sprintf("route :%d", s.Cluster.Port))
-		if len(names) <= MermaidMeshNodes {
-			for i, a := range names {
-				for _, z := range names[i+1:] {
-					w("  %s <-->|%s| %s", nodeID(a), route, nodeID(z))
+		w("  domain --- %s", id)
+		if members := clusters[c]; s != nil && len(members) > 1 {
+			route := label(fmt.Sprintf("route :%d", s.Cluster.Port))
+			if len(members) <= MermaidMeshNodes {
+				for j, a := range members {
+					for _, z := range members[j+1:] {
+						w("  %s <-->|%s| %s", nodeID(a), route, nodeID(z))
+					}
+				}
+			} else {
+				w("  mesh%d((%s))", i+1, label(fmt.Sprintf("full mesh of %d NATS routes", len(members)*(len(members)-1)/2)))
+				for _, a := range members {
+					w("  %s <-->|%s| mesh%d", nodeID(a), route, i+1)
 				}
 			}
-		} else {
-			w("  mesh((%s))", label(fmt.Sprintf("full mesh of %d NATS routes", len(names)*(len(names)-1)/2)))
-			for _, a := range names {
-				w("  %s <-->|%s| mesh", nodeID(a), route)
+		}
+		for _, leaf := range t.Leaves(c) {
+			w("  %s([%s])", nodeID(leaf), nodeLabel(leaf))
+			port := 0
+			if s != nil {
+				port = s.Leafnodes.Port
 			}
+			w("  %s -->|%s| %s", nodeID(leaf), label(fmt.Sprintf("leafnode :%d", port)), id)
 		}
 	}
-
-	var services []string
-	if s := t.Services.NATS; s != nil {
-		services = append(services, fmt.Sprintf("NATS JetStream, cluster %s: clients :%d, routes :%d, monitoring :%d",
-			s.Cluster.Name, s.ClientPort, s.Cluster.Port, s.MonitorPort))
+	roleNodes := map[string][]string{}
+	for _, name := range t.NodeNames() {
+		if r := t.Nodes[name].Role; !topology.RunsNATS(r) {
+			roleNodes[r] = append(roleNodes[r], name)
+		}
 	}
+	for i, r := range sortedKeys(roleNodes) {
+		title := "role " + r
+		if m := t.Roles[r].Module; m != "" {
+			title += ", module " + m
+		}
+		w("  subgraph role%d[%s]", i+1, label(title))
+		for _, name := range roleNodes[r] {
+			w("    %s[(%s)]", nodeID(name), nodeLabel(name))
+		}
+		w("  end")
+		w("  domain --- role%d", i+1)
+	}
+
+	var every, natsServers []string
 	if s := t.Services.NodeExporter; s != nil {
-		services = append(services, fmt.Sprintf("node exporter :%d", s.Port))
+		every = append(every, fmt.Sprintf("node exporter :%d", s.Port))
+	}
+	if s != nil {
+		leafnodes := ""
+		for _, c := range clusterNames {
+			if len(t.Leaves(c)) > 0 {
+				leafnodes = fmt.Sprintf(", leafnodes :%d on hubs", s.Leafnodes.Port)
+				break
+			}
+		}
+		natsServers = append(natsServers, fmt.Sprintf("NATS JetStream: clients :%d, routes :%d%s, monitoring :%d",
+			s.ClientPort, s.Cluster.Port, leafnodes, s.MonitorPort))
 	}
 	if s := t.Services.NATSExporter; s != nil {
-		services = append(services, fmt.Sprintf("NATS exporter :%d", s.Port))
+		natsServers = append(natsServers, fmt.Sprintf("NATS exporter :%d", s.Port))
+	}
+	var services []string
+	if len(every) > 0 {
+		services = append(append(services, "on every node"), every...)
+	}
+	if len(natsServers) > 0 {
+		services = append(append(services, "on every NATS server"), natsServers...)
 	}
 	if len(services) > 0 {
-		w("  services[%s]", label(append([]string{"on every node"}, services...)...))
+		w("  services[%s]", label(services...))
 		w("  domain -.- services")
 	}
 	return []byte(b.String())

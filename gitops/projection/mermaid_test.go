@@ -47,9 +47,17 @@ func TestMermaidGolden(t *testing.T) {
 	nodes := map[string]topology.Node{}
 	for name, n := range hostile.Nodes {
 		n.Proxmox.Host = "pve1\"]:::x"
+		n.Cluster = "c\"]\n"
 		nodes[name] = n
 	}
 	hostile.Nodes = nodes
+	hostile.Roles = map[string]topology.Role{"x": {Name: "x", Module: "nixosModules/\"]end.nix"}}
+	for name, n := range hostile.Nodes {
+		if name == "nats-3" {
+			n.Role, n.Cluster = "x", ""
+			hostile.Nodes[name] = n
+		}
+	}
 	out := projection.Mermaid(&hostile)
 	goldenFile(t, "mermaid-hostile.mmd", out)
 	// Every label is one quoted string without a quote, bracket, pipe, angle bracket other than <br/>,
@@ -65,6 +73,28 @@ func TestMermaidGolden(t *testing.T) {
 	}
 	if n := strings.Count(string(out), `"`); n%2 != 0 {
 		t.Errorf("%d quotes: a label is not closed", n)
+	}
+}
+
+// TestMermaidFleet: clusters as subgraphs, leaves attached to their hub, storage and repository-role
+// nodes in subgraphs of their roles.
+func TestMermaidFleet(t *testing.T) {
+	t.Parallel()
+	out := projection.Mermaid(fleet(t))
+	goldenFile(t, "mermaid-fleet.mmd", out)
+	for _, want := range []string{
+		`subgraph cluster1["NATS cluster cim-cluster"]`,
+		`subgraph cluster2["NATS cluster edge"]`,
+		`node_leaf_a1 -->|"leafnode :7422"| cluster1`,
+		`subgraph role1["role ipld-storage, module nixosModules/ipld-storage.nix"]`,
+		`node_cimstor[(`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("chart lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "node_edge_1 <-->|\"route :6222\"| node_nats_1") {
+		t.Error("a route between two clusters")
 	}
 }
 

@@ -42,22 +42,17 @@ func renderModules(t *topology.Topology) ([]module, error) {
 	if err := checkRoles(t); err != nil {
 		return nil, err
 	}
-	render := []struct {
+	type renderer struct {
 		path string
 		fn   func(*topology.Topology) (string, error)
-	}{{CommonModuleFile, renderCommon}, {ModuleFile, renderClusterModule}}
+	}
+	render := []renderer{{CommonModuleFile, renderCommon}, {ModuleFile, renderClusterModule}}
 	roles := t.RoleNames()
 	if slices.Contains(roles, topology.RoleNATSLeaf) {
-		render = append(render, struct {
-			path string
-			fn   func(*topology.Topology) (string, error)
-		}{LeafModuleFile, renderLeafModule})
+		render = append(render, renderer{LeafModuleFile, renderLeafModule})
 	}
 	if slices.Contains(roles, topology.RoleStorage) {
-		render = append(render, struct {
-			path string
-			fn   func(*topology.Topology) (string, error)
-		}{StorageModuleFile, renderStorageModule})
+		render = append(render, renderer{StorageModuleFile, renderStorageModule})
 	}
 	var out []module
 	for _, r := range render {
@@ -87,22 +82,13 @@ func checkRoles(t *topology.Topology) error {
 			return fmt.Errorf("%w: node %s has role %q, which has no module (no RoleDefined event gives one)", ErrIncomplete, name, n.Role)
 		}
 	}
-	for _, name := range sortedRoles(t) {
+	for _, name := range sortedKeys(t.Roles) {
 		m := t.Roles[name].Module
-		if m != "" && (m == CommonModuleFile || slices.Contains([]string{ModuleFile, LeafModuleFile, StorageModuleFile}, m)) {
+		if slices.Contains([]string{CommonModuleFile, ModuleFile, LeafModuleFile, StorageModuleFile}, m) {
 			return fmt.Errorf("%w: the RoleDefined event of role %s names module %s, a file cimdeploy generates", ErrUnsafePath, name, m)
 		}
 	}
 	return nil
-}
-
-func sortedRoles(t *topology.Topology) []string {
-	names := make([]string, 0, len(t.Roles))
-	for name := range t.Roles {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // repositoryModules are the modules of the repository roles the nodes have: files Render names for

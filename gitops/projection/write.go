@@ -297,6 +297,9 @@ func readFile(dir, rel string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file (%s): %w", rel, fi.Mode().Type(), ErrUnsafePath)
 	}
+	if fi.Size() > MaxFileSize { // refused before reading; the limit below catches a file that grows
+		return nil, fmt.Errorf("%s is over %d bytes, more than a projection holds: %w", rel, MaxFileSize, ErrUnsafePath)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, err
