@@ -71,6 +71,9 @@ func TestLabUsageErrors(t *testing.T) {
 	}{
 		{name: "base not loopback", args: []string{"lab", "up", "--base", "10.0.0.0"}, want: "loopback"},
 		{name: "one node", args: []string{"lab", "up", "--nodes", "1"}, want: "want 2 to 200"},
+		{name: "fewer nodes than members", args: []string{"lab", "up", "--clusters", "2", "--nodes", "5"}, want: "2 clusters of 3 need 6 members"},
+		{name: "cluster of one", args: []string{"lab", "up", "--clusters", "3", "--cluster-size", "1"}, want: "cluster size 1"},
+		{name: "no clusters", args: []string{"lab", "up", "--clusters", "0"}, want: "--clusters 0"},
 		{name: "no lab", args: []string{"lab", "status", "--dir", "/nonexistent/lab"}, want: "cimdeploy lab up"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs one recorded benchmark and prints its record: date, machine, the command and its output.
 # Usage (from the repository's root, as root: the lab binds port 22 of 127.0.x.y):
-#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events >docs/benchmarks/raw/NAME.txt
-# CIMDEPLOY_BENCH_RATE (zero-loss, steady-load) and CIMDEPLOY_BENCH_UPLOAD_MIB (upload) pass through.
+#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30 >docs/benchmarks/raw/NAME.txt
+# CIMDEPLOY_BENCH_RATE (zero-loss, steady-load), CIMDEPLOY_BENCH_UPLOAD_MIB (upload) and
+# CIMDEPLOY_BENCH_LAB_{NODES,CLUSTERS,CLUSTER_SIZE} (lab-30: 30, 3, 3) pass through.
 # The figures depend on the machine and on what else runs on it: the load average is recorded with them.
 set -eu
 case ${1:-} in
@@ -17,8 +18,14 @@ gate-lag) cmd="go test ./fixtures/lab/load -run ^\$ -bench GateLag -benchtime 5x
 upload) cmd="go test ./remote -run ^\$ -bench Upload -benchtime 1x -timeout 30m" ;;
 waves) cmd="go test ./rollout -run ^\$ -bench FakeWaves30 -benchtime 5x" ;;
 events) cmd="go test ./gitops/topology -run ^\$ -bench History -benchtime 3x" ;;
+lab-30)
+	# One Nix (the one on PATH): the lab's start is measured, not Nix versions against each other.
+	CIMDEPLOY_TEST_NIX=$(command -v nix)
+	export CIMDEPLOY_TEST_NIX
+	cmd="go test ./fixtures/lab -run ^\$ -bench LabScale -benchtime 1x -timeout 30m -v"
+	;;
 *)
-	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events" >&2
+	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30" >&2
 	exit 2
 	;;
 esac
