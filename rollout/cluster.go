@@ -49,6 +49,9 @@ type NATS struct {
 	NkeyFile       string
 	CredsFile      string
 	User, Password string
+	// CAFile, when set, makes every client connection TLS, verifying the servers against this CA (a
+	// cluster whose clients must use TLS: ClusterSecured client_tls).
+	CAFile string
 	// HTTP is the monitoring client; nil: one without keep-alive (a server may restart any time).
 	HTTP *http.Client
 }
@@ -64,6 +67,13 @@ func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 	if top.Accounts != nil && !n.authenticates() {
 		return nil, errors.New("the topology defines NATS accounts, so its servers refuse clients without a user: " +
 			"give the system user's nkey seed (CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE) or credentials (CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE)")
+	}
+	if top.Security != nil && top.Security.ClientTLS {
+		ca, err := clientCA(top, cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.CAFile = ca
 	}
 	if cfg.SystemPasswordFile != "" {
 		pw, err := os.ReadFile(cfg.SystemPasswordFile)

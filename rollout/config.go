@@ -52,6 +52,10 @@ type Config struct {
 	// names by its public key), instead of creds. A topology with accounts needs one of the three: its
 	// servers refuse clients without a user, and the gate then always pings.
 	SystemNkeyFile string `env:"CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE"`
+	// NATSCAFile is the CA (PEM) the NATS servers' certificates are signed by, for a cluster whose
+	// clients must use TLS (ClusterSecured client_tls): the gate's connections verify the servers with
+	// it. Unset, the secrets directory's CA (SecretsDir/<node>/ca.pem) is used when there is one.
+	NATSCAFile string `env:"CIMDEPLOY_ROLLOUT_NATS_CA_FILE"`
 
 	// MaxParallel bounds the nodes switched at once across the rollout's groups (waves.go): different
 	// NATS clusters go side by side, leaves and other roles in batches of at most this many.

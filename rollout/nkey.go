@@ -38,8 +38,17 @@ func checkNkeyFile(path string) error {
 	return nil
 }
 
-// authOptions are the client options that authenticate as the configured system account user.
+// authOptions are the client options that authenticate as the configured system account user, over
+// TLS when the servers require it of clients (CAFile).
 func (n *NATS) authOptions() ([]nats.Option, error) {
+	if n.CAFile != "" {
+		auth, err := n.userOptions()
+		return append(auth, nats.RootCAs(n.CAFile)), err // TLS, the servers verified against the CA
+	}
+	return n.userOptions()
+}
+
+func (n *NATS) userOptions() ([]nats.Option, error) {
 	switch {
 	case n.NkeyFile != "":
 		opt, err := nats.NkeyOptionFromSeed(n.NkeyFile)

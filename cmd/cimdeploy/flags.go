@@ -132,4 +132,5 @@ func addSystemNkeyFlag(f *pflag.FlagSet, c *rollout.Config) {
 		return
 	}
 	f.StringVar(&c.SystemNkeyFile, "system-nkey-file", c.SystemNkeyFile, "nkey seed of a NATS system account user: the gate also pings every server; needed once the events define accounts [CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE]")
+	f.StringVar(&c.NATSCAFile, "nats-ca-file", c.NATSCAFile, "CA of the NATS servers' certificates, when their clients must use TLS (ClusterSecured client_tls); default: the secrets directory's [CIMDEPLOY_ROLLOUT_NATS_CA_FILE]")
 }
