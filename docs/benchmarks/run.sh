@@ -1,9 +1,10 @@
 #!/bin/sh
 # Runs one recorded benchmark and prints its record: date, machine, the command and its output.
 # Usage (from the repository's root, as root: the lab binds port 22 of 127.0.x.y):
-#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30 >docs/benchmarks/raw/NAME.txt
+#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves >docs/benchmarks/raw/NAME.txt
 # CIMDEPLOY_BENCH_RATE (zero-loss, steady-load), CIMDEPLOY_BENCH_UPLOAD_MIB (upload) and
-# CIMDEPLOY_BENCH_LAB_{NODES,CLUSTERS,CLUSTER_SIZE} (lab-30: 30, 3, 3) pass through.
+# CIMDEPLOY_BENCH_LAB_{NODES,CLUSTERS,CLUSTER_SIZE} (lab-30, lab-waves: 30, 3, 3) and
+# CIMDEPLOY_BENCH_MAX_PARALLEL (lab-waves: 8) pass through.
 # The figures depend on the machine and on what else runs on it: the load average is recorded with them.
 set -eu
 case ${1:-} in
@@ -24,8 +25,13 @@ lab-30)
 	export CIMDEPLOY_TEST_NIX
 	cmd="go test ./fixtures/lab -run ^\$ -bench LabScale -benchtime 1x -timeout 30m -v"
 	;;
+lab-waves)
+	CIMDEPLOY_TEST_NIX=$(command -v nix)
+	export CIMDEPLOY_TEST_NIX
+	cmd="go test ./rollout -run ^\$ -bench LabWaves -benchtime 1x -timeout 45m -v"
+	;;
 *)
-	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30" >&2
+	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves" >&2
 	exit 2
 	;;
 esac
