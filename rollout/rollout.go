@@ -282,17 +282,19 @@ func readRunning(ctx context.Context, sys System) runningState {
 const precopyLimit = 4
 
 // precopy starts copying the closures of every node the plan switches while the rolling loop goes on:
-// a copy changes nothing a node runs, so it need not wait for its node's turn. The first node's copy
-// runs alone, because its switch waits for it; the others follow in parallel, during that switch.
-// Each node's NodePlan gets the channel its copy arrives on. The returned func cancels the copies
-// still running and waits for them (Run calls it when it returns). A copy that fails is left to the
-// node's own switch, which copies again.
+// a copy changes nothing a node runs, so it need not wait for its node's turn. The copies of the
+// nodes that switch first (precopyLeads: the first batch of every group that starts at once) run
+// first, side by side, because their switches wait for them; the others follow, during those
+// switches. Each node's NodePlan gets the channel its copy arrives on. The returned func cancels the
+// copies still running and waits for them (Run calls it when it returns). A copy that fails is left to
+// the node's own switch, which copies again.
 func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, precopyLimit)
-	firstDone := make(chan struct{}) // closed when the first copy ended
-	lead := true
+	var leadWG sync.WaitGroup
+	leadsDone := make(chan struct{}) // closed when the leads' copies ended
+	leads := precopyLeads(plan)
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
 		sys := r.Systems[np.Node]
@@ -301,16 +303,18 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 		}
 		done := make(chan precopied, 1) // buffered: the copier never blocks on a switch that gave up
 		np.precopy = done
-		first := lead
-		lead = false
+		lead := leads[np.Node]
+		if lead {
+			leadWG.Add(1)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if first {
-				defer close(firstDone)
+			if lead {
+				defer leadWG.Done()
 			} else {
 				select {
-				case <-firstDone:
+				case <-leadsDone:
 				case <-ctx.Done():
 					done <- precopied{err: ctx.Err()}
 					return
@@ -332,10 +336,50 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 			done <- precopied{copied: copied, err: err}
 		}()
 	}
+	wg.Go(func() { // every lead is counted above: the others wait until the leads' copies ended
+		leadWG.Wait()
+		close(leadsDone)
+	})
 	return func() {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// precopyLeads are the nodes whose switches come first: the first batch of every group that depends
+// on no other (in a plan without groups, its first node). Their switches wait for their copies, so
+// those copies go before all others.
+func precopyLeads(plan *Plan) map[string]bool {
+	leads := map[string]bool{}
+	action := map[string]Action{}
+	for _, np := range plan.Nodes {
+		action[np.Node] = np.Action
+	}
+	for _, g := range plan.Groups {
+		if len(g.After) > 0 {
+			continue
+		}
+		for _, batch := range g.Batches { // the first batch with a switch: nodes at their target go at once
+			found := false
+			for _, n := range batch {
+				if action[n] == ActionSwitch {
+					leads[n], found = true, true
+				}
+			}
+			if found {
+				break
+			}
+		}
+	}
+	if len(leads) == 0 {
+		for _, np := range plan.Nodes {
+			if np.Action == ActionSwitch {
+				leads[np.Node] = true
+				break
+			}
+		}
+	}
+	return leads
 }
 
 // step runs one node as a step of the tracker.
