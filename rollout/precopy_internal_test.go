@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// TestPrecopyLeads checks which nodes' closures are copied first, side by side: the first batch with
+// TestPrecopyOpeners checks which nodes' closures are copied first, side by side: the first batch with
 // a switch of every group that starts at once; a leaves group waits for its hub, so its nodes are no
-// leads, and a plan without groups has its first switch as its only lead.
-func TestPrecopyLeads(t *testing.T) {
+// openers, and a plan without groups has its first switch as its only opener.
+func TestPrecopyOpeners(t *testing.T) {
 	t.Parallel()
 	nodes := func(actions map[string]Action) []NodePlan {
 		var out []NodePlan
@@ -52,8 +52,8 @@ func TestPrecopyLeads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := slices.Sorted(maps.Keys(precopyLeads(&tc.plan))); !slices.Equal(got, tc.want) {
-				t.Errorf("leads %v, want %v", got, tc.want)
+			if got := slices.Sorted(maps.Keys(precopyOpeners(&tc.plan))); !slices.Equal(got, tc.want) {
+				t.Errorf("openers %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -283,7 +283,7 @@ const precopyLimit = 4
 
 // precopy starts copying the closures of every node the plan switches while the rolling loop goes on:
 // a copy changes nothing a node runs, so it need not wait for its node's turn. The copies of the
-// nodes that switch first (precopyLeads: the first batch of every group that starts at once) run
+// nodes that switch first (precopyOpeners: the first batch of every group that starts at once) run
 // first, side by side, because their switches wait for them; the others follow, during those
 // switches. Each node's NodePlan gets the channel its copy arrives on. The returned func cancels the
 // copies still running and waits for them (Run calls it when it returns). A copy that fails is left to
@@ -292,9 +292,9 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, precopyLimit)
-	var leadWG sync.WaitGroup
-	leadsDone := make(chan struct{}) // closed when the leads' copies ended
-	leads := precopyLeads(plan)
+	var openerWG sync.WaitGroup
+	openersDone := make(chan struct{}) // closed when the openers' copies ended
+	openers := precopyOpeners(plan)
 	for i := range plan.Nodes {
 		np := &plan.Nodes[i]
 		sys := r.Systems[np.Node]
@@ -303,18 +303,18 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 		}
 		done := make(chan precopied, 1) // buffered: the copier never blocks on a switch that gave up
 		np.precopy = done
-		lead := leads[np.Node]
-		if lead {
-			leadWG.Add(1)
+		opener := openers[np.Node]
+		if opener {
+			openerWG.Add(1)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if lead {
-				defer leadWG.Done()
+			if opener {
+				defer openerWG.Done()
 			} else {
 				select {
-				case <-leadsDone:
+				case <-openersDone:
 				case <-ctx.Done():
 					done <- precopied{err: ctx.Err()}
 					return
@@ -336,9 +336,9 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 			done <- precopied{copied: copied, err: err}
 		}()
 	}
-	wg.Go(func() { // every lead is counted above: the others wait until the leads' copies ended
-		leadWG.Wait()
-		close(leadsDone)
+	wg.Go(func() { // every opener is counted above: the others wait until the openers' copies ended
+		openerWG.Wait()
+		close(openersDone)
 	})
 	return func() {
 		cancel()
@@ -346,11 +346,11 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 	}
 }
 
-// precopyLeads are the nodes whose switches come first: the first batch of every group that depends
+// precopyOpeners are the nodes whose switches come first: the first batch of every group that depends
 // on no other (in a plan without groups, its first node). Their switches wait for their copies, so
 // those copies go before all others.
-func precopyLeads(plan *Plan) map[string]bool {
-	leads := map[string]bool{}
+func precopyOpeners(plan *Plan) map[string]bool {
+	openers := map[string]bool{}
 	action := map[string]Action{}
 	for _, np := range plan.Nodes {
 		action[np.Node] = np.Action
@@ -363,7 +363,7 @@ func precopyLeads(plan *Plan) map[string]bool {
 			found := false
 			for _, n := range batch {
 				if action[n] == ActionSwitch {
-					leads[n], found = true, true
+					openers[n], found = true, true
 				}
 			}
 			if found {
@@ -371,15 +371,15 @@ func precopyLeads(plan *Plan) map[string]bool {
 			}
 		}
 	}
-	if len(leads) == 0 {
+	if len(openers) == 0 {
 		for _, np := range plan.Nodes {
 			if np.Action == ActionSwitch {
-				leads[np.Node] = true
+				openers[np.Node] = true
 				break
 			}
 		}
 	}
-	return leads
+	return openers
 }
 
 // step runs one node as a step of the tracker.
