@@ -131,22 +131,29 @@ func TestSecuredFleetBuilds(t *testing.T) {
 		t.Errorf("edge-1, no hub, listens for leaves: %v", conf["edge-1"]["leafnodes"])
 	}
 	t.Run("hub and leaf with TLS and accounts", func(t *testing.T) {
-		securedHubAndLeaf(t, top, ca, conf["nats-1"], conf["leaf-a1"], conf["leaf-a2"])
+		securedHubAndLeaf(t, top, ca, conf["nats-1"], conf["leaf-a1"], conf["leaf-a2"], conf["leaf-a2"])
 	})
 }
 
 // securedHubAndLeaf runs the built hub and leaf configurations with the real nats-server on loopback
 // (the hub alone, without its routes) with certificates of the cluster's CA: the leaf connects once per
 // account (SYS, billing, cim), a user of the cim account connected to the leaf publishes a message a
-// user of cim on the hub receives, a user of billing on the hub does not, and a leaf whose certificates
-// another CA signed is refused at the TLS handshake.
-func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, leaf, rogue map[string]any) {
-	hubAddr, leafAddr, rogueAddr := loopbackAddr(), loopbackAddr(), loopbackAddr()
+// user of cim on the hub receives, a user of billing on the hub does not, a leaf whose certificates
+// another CA signed is refused at the TLS handshake, and one presenting a member's certificate (the
+// cluster's CA, the route subject) is refused as no leafnode user.
+func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, leaf, rogue, impostor map[string]any) {
+	hubAddr, leafAddr, rogueAddr, impostorAddr := loopbackAddr(), loopbackAddr(), loopbackAddr(), loopbackAddr()
 	const clientPort, monitorPort, leafPort = 4222, 8222, 7422
 	secretsDir := top.Security.SecretsDir
 	hub = withSecrets(t, hub, secretsDir, nodeSecrets(t, top, "nats-1", net.ParseIP(hubAddr), ca, ca))
 	leaf = withSecrets(t, leaf, secretsDir, nodeSecrets(t, top, "leaf-a1", net.ParseIP(leafAddr), ca, ca))
 	rogue = withSecrets(t, rogue, secretsDir, nodeSecrets(t, top, "leaf-a2", net.ParseIP(rogueAddr), ca, newTestCA(t, "another CA")))
+	// The impostor presents the cluster CA's node certificate (the route subject) on every remote.
+	impostorSecrets := nodeSecrets(t, top, "leaf-a2", net.ParseIP(impostorAddr), ca, ca)
+	impostor = withSecrets(t, impostor, secretsDir, impostorSecrets)
+	for _, r := range impostor["leafnodes"].(map[string]any)["remotes"].([]any) {
+		r.(map[string]any)["tls"].(map[string]any)["cert_file"] = filepath.Join(impostorSecrets, topology.SecretCert)
+	}
 
 	// A user of each domain account, on every server: the fixtures' users' seeds are not the test's.
 	users := map[string]nkeys.KeyPair{}
@@ -156,7 +163,7 @@ func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, lea
 		pub, err := kp.PublicKey()
 		must(t, err)
 		users[account] = kp
-		for _, c := range []map[string]any{hub, leaf, rogue} {
+		for _, c := range []map[string]any{hub, leaf, rogue, impostor} {
 			acc := c["accounts"].(map[string]any)[account].(map[string]any)
 			acc["users"] = append(acc["users"].([]any), map[string]any{"nkey": pub})
 		}
@@ -164,7 +171,7 @@ func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, lea
 
 	// The fixtures' accounts reserve 1 GiB + 256 MiB of memory, more than the servers' 1 GiB
 	// max_memory_store: nats-server refuses to enable their JetStream ("insufficient memory resources").
-	for _, c := range []map[string]any{hub, leaf, rogue} {
+	for _, c := range []map[string]any{hub, leaf, rogue, impostor} {
 		c["jetstream"].(map[string]any)["max_memory_store"] = 2 << 30
 	}
 	delete(hub, "cluster")
@@ -173,7 +180,7 @@ func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, lea
 	ln := hub["leafnodes"].(map[string]any)
 	ln["host"], ln["port"] = hubAddr, leafPort
 	hub["jetstream"].(map[string]any)["store_dir"] = t.TempDir()
-	for c, addr := range map[*map[string]any]string{&leaf: leafAddr, &rogue: rogueAddr} {
+	for c, addr := range map[*map[string]any]string{&leaf: leafAddr, &rogue: rogueAddr, &impostor: impostorAddr} {
 		(*c)["host"], (*c)["port"], (*c)["http"] = addr, clientPort, addr+":"+strconv.Itoa(monitorPort)
 		delete(*c, "http_port")
 		for _, r := range (*c)["leafnodes"].(map[string]any)["remotes"].([]any) {
@@ -270,6 +277,22 @@ func securedHubAndLeaf(t *testing.T, top *topology.Topology, ca testCA, hub, lea
 	if log := hubLog.String(); !strings.Contains(log, "TLS leafnode handshake error: tls: client didn't provide a certificate") &&
 		!strings.Contains(log, "certificate signed by unknown authority") {
 		t.Errorf("the hub refused the leaf for another reason:\n%s", log)
+	}
+
+	// A leaf presenting a certificate of the cluster's CA whose subject no leafnode user names (a
+	// member's): the handshake passes, the authorization fails (nats-server 2.9 logs "authentication
+	// error" for a leafnode user it cannot map).
+	startNATS(t, impostor)
+	deadline = time.Now().Add(20 * time.Second)
+	for !strings.Contains(hubLog.String(), "authentication error") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub logged no refused leafnode user after 20s")
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	var l leafz
 	poll(t, fmt.Sprintf("http://%s:%d/leafz", hubAddr, monitorPort), &l, func() bool { return true })

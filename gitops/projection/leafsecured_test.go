@@ -16,8 +16,8 @@ import (
 
 // securedFleetEvents are the fleet (fleetEvents: two clusters, two leaves of cim-cluster, a storage
 // node, a repository role) with the fixtures' accounts (not their operators), secured by testdata/secured's
-// ClusterSecured event.
-func securedFleetEvents(t testing.TB) []events.Event {
+// ClusterSecured event (without the accounts unless withAccounts).
+func securedFleetEvents(t testing.TB, withAccounts bool) []events.Event {
 	t.Helper()
 	all, problems := events.Load(t.Context(), "../../fixtures/events")
 	if len(problems) > 0 {
@@ -33,7 +33,7 @@ func securedFleetEvents(t testing.TB) []events.Event {
 		t.Fatal(err)
 	}
 	for _, ev := range append(slices.Clone(all[9:]), secured) {
-		if ev.Type == events.OperatorAdded {
+		if ev.Type == events.OperatorAdded || !withAccounts && ev.Type != events.ClusterSecured {
 			continue // operators bring home-manager, which the offline build has no input for
 		}
 		seq := uint64(len(evs) + 1)
@@ -45,7 +45,7 @@ func securedFleetEvents(t testing.TB) []events.Event {
 
 func securedFleet(t testing.TB) *topology.Topology {
 	t.Helper()
-	top, problems := topology.Fold(securedFleetEvents(t))
+	top, problems := topology.Fold(securedFleetEvents(t, true))
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -133,5 +133,26 @@ func TestLeafRefusedWithAccountsUnsecured(t *testing.T) {
 	top.Accounts = production(t).Accounts
 	if _, err := projection.Render(top, projection.Options{}); err == nil || !strings.Contains(err.Error(), "leaf node leaf-a1") {
 		t.Fatalf("Render = %v, want the leaf refused", err)
+	}
+}
+
+// TestSecuredLeafWithoutAccounts: a secured fleet without accounts gives each leaf one remote, in the
+// global account, with its certificate leaf.pem, mapped by the hub to a user bound to no account.
+func TestSecuredLeafWithoutAccounts(t *testing.T) {
+	t.Parallel()
+	top, problems := topology.Fold(securedFleetEvents(t, false))
+	if len(problems) > 0 || top.Accounts != nil || top.Security == nil {
+		t.Fatalf("fold: %v (accounts %v)", problems, top.Accounts)
+	}
+	files := map[string]string{}
+	for _, f := range render(t, top, projection.Options{}) {
+		files[f.Path] = string(f.Data)
+	}
+	cluster, leaf := files[projection.ModuleFile], files[projection.LeafModuleFile]
+	if !strings.Contains(cluster, "{\n        user = \"CN=leaf-a1,OU=leaf\";\n      }") || strings.Contains(cluster, "account = ") {
+		t.Errorf("nats-cluster.nix: want leaf users without account:\n%s", cluster)
+	}
+	if !strings.Contains(leaf, `cert_file = "/var/lib/nats/secrets/leaf.pem";`) || strings.Count(leaf, "urls = ") != 1 || strings.Contains(leaf, "account") {
+		t.Errorf("nats-leaf.nix: want one remote with leaf.pem, no account:\n%s", leaf)
 	}
 }
