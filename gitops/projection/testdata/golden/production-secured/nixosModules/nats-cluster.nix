@@ -14,6 +14,10 @@ let
       "nats://10.0.0.43:6222"
     ];
   };
+  # Each NATS cluster's firewall rules (nftables): its members' own sources.
+  firewall = {
+    cim-cluster = "ip saddr { 10.0.0.0/24 } tcp dport { 7777, 8222 } accept comment \"monitoring and exporters: management networks\"\nip saddr { 10.0.0.41, 10.0.0.42, 10.0.0.43 } tcp dport { 6222 } accept comment \"routes: the members of cluster cim-cluster\"\nip saddr { 10.0.0.0/19, 192.168.10.0/24 } tcp dport { 4222 } accept comment \"clients\"\n";
+  };
 in
 {
   imports = [ ./common.nix ];
@@ -141,7 +145,7 @@ in
   };
   services.nats.validateConfig = false;
 
-  networking.firewall.extraInputRules = "ip saddr { 10.0.0.0/24 } tcp dport { 7777, 8222 } accept comment \"monitoring and exporters: management networks\"\nip saddr { 10.0.0.41, 10.0.0.42, 10.0.0.43 } tcp dport { 6222 } accept comment \"routes: the NATS clusters' members\"\nip saddr { 10.0.0.0/19, 192.168.10.0/24 } tcp dport { 4222 } accept comment \"clients\"\n";
+  networking.firewall.extraInputRules = firewall.${node.cluster};
 
   assertions = let
       nats = config.services.nats;
