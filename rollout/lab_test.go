@@ -29,7 +29,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(controllerEnv); spec != "" {
 		os.Exit(runController(spec))
 	}
-	os.Exit(nixtest.Main(func() int { return shared.Main(m) })) // once per Nix version
+	// Once per Nix version; the activation modes' lab tests (switch-to-configuration test and boot, pct
+	// reboot: the lab's scripts, not Nix) only with the first.
+	os.Exit(nixtest.Main(func() int { return shared.Main(m) }, "-test.skip=^TestLabMode"))
 }
 
 // labConfig is how the rollout reaches the lab: its key and known_hosts, short SSH timeouts.
