@@ -15,6 +15,7 @@ import (
 
 	"github.com/cimdeploy/cimdeploy/fixtures/lab"
 	"github.com/cimdeploy/cimdeploy/remote"
+	"golang.org/x/sync/errgroup"
 )
 
 // BenchmarkClosureCopy copies a synthetic closure (2,000 store paths of 500 MiB in all, each path
@@ -183,4 +184,95 @@ func deleteFromNode(b *testing.B, n *lab.Node, paths []string) {
 	if _, err := n.RunInput(b.Context(), "xargs -r nix-store --delete >/dev/null", strings.NewReader(strings.Join(valid, "\n")+"\n")); err != nil {
 		b.Fatalf("%s: delete the closure: %v", n.Name(), err)
 	}
+}
+
+// BenchmarkFanout copies one synthetic closure (200 paths, 50 MiB unless CIMDEPLOY_BENCH_CLOSURE_PATHS
+// and CIMDEPLOY_BENCH_CLOSURE_MIB say otherwise) to every node of a lab of its own
+// (CIMDEPLOY_BENCH_FANOUT_NODES nodes, 10 unless set) by two routes in turns: from here to every
+// node (CopyClosure, 4 at a time) and Fanout (from here to the first node, then node to node). It
+// reports both wall times and the bytes this process sent by each route:
+//
+//	go test ./remote -run '^$' -bench Fanout -benchtime 1x
+func BenchmarkFanout(b *testing.B) {
+	count := 10
+	if s := os.Getenv("CIMDEPLOY_BENCH_FANOUT_NODES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 {
+			b.Fatalf("CIMDEPLOY_BENCH_FANOUT_NODES %q: want a number of nodes, 2 or more", s)
+		}
+		count = n
+	}
+	paths, mib := 200, 50
+	if os.Getenv("CIMDEPLOY_BENCH_CLOSURE_PATHS") != "" || os.Getenv("CIMDEPLOY_BENCH_CLOSURE_MIB") != "" {
+		paths, mib = benchClosureShape(b)
+	}
+	closure := syntheticClosure(b, paths, int64(mib)<<20)
+	top := closure[len(closure)-1]
+	l := lab.Start(b, lab.Options{Nodes: count})
+	cfg := labConfig(l)
+	cfg.Keepalive = 15 * time.Second
+	p, err := remote.NewPool(cfg, remote.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	var nodes []*remote.SSHNode
+	for _, n := range l.Nodes() {
+		sn, err := p.Node(remote.Host{Name: n.Name(), Addr: n.Address().String()}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, sn)
+	}
+	wipe := func() {
+		for _, n := range l.Nodes() {
+			deleteFromNode(b, n, closure)
+		}
+	}
+	var direct, fanned time.Duration
+	var directSent, fannedSent int64
+	rounds := 0
+	for b.Loop() {
+		b.StopTimer()
+		wipe()
+		b.StartTimer()
+		start := time.Now()
+		var g errgroup.Group
+		g.SetLimit(4)
+		sent := make([]int64, len(nodes))
+		for i, n := range nodes {
+			g.Go(func() error {
+				c, err := n.CopyClosure(b.Context(), []string{top})
+				sent[i] = c.Sent
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		direct += time.Since(start)
+		for _, s := range sent {
+			directSent += s
+		}
+		b.StopTimer()
+		wipe()
+		b.StartTimer()
+		start = time.Now()
+		res, err := remote.Fanout(b.Context(), nodes, []string{top})
+		if err != nil {
+			b.Fatal(err)
+		}
+		fanned += time.Since(start)
+		fannedSent += res.Sent
+		rounds = res.Rounds
+	}
+	b.StopTimer()
+	wipe()
+	n := float64(b.N)
+	b.ReportMetric(direct.Seconds()/n, "direct-s/op")
+	b.ReportMetric(fanned.Seconds()/n, "fanout-s/op")
+	b.ReportMetric(float64(directSent)/n/1e6, "direct-sent-MB/op")
+	b.ReportMetric(float64(fannedSent)/n/1e6, "fanout-sent-MB/op")
+	fmt.Printf("closure of %d paths, %d MiB to %d nodes: from here to each (4 at a time) %.2fs, %d bytes sent; Fanout (%d rounds node to node) %.2fs, %d bytes sent\n",
+		len(closure), mib, count, direct.Seconds()/n, directSent/int64(b.N), rounds, fanned.Seconds()/n, fannedSent/int64(b.N))
 }
