@@ -107,7 +107,7 @@ func benchClosureShape(b *testing.B) (paths, mib int) {
 // references first: path i is text that names path i-1 (a reference, as Nix scans for it) followed
 // by fixed pseudo-random base64, so the same n and size give the same paths on every run. They are
 // made by builtins.toFile in one nix-instantiate run.
-func syntheticClosure(b *testing.B, n int, size int64) []string {
+func syntheticClosure(b testing.TB, n int, size int64) []string {
 	b.Helper()
 	dir := b.TempDir()
 	rng := rand.New(rand.NewChaCha8([32]byte{'c', 'i', 'm', 'd', 'e', 'p', 'l', 'o', 'y'}))
@@ -157,7 +157,7 @@ func syntheticClosure(b *testing.B, n int, size int64) []string {
 
 // deleteFromNode deletes those of paths (references first) that the node's store holds: referrers
 // first (xargs may cut the list into several nix-store runs).
-func deleteFromNode(b *testing.B, n *lab.Node, paths []string) {
+func deleteFromNode(b testing.TB, n *lab.Node, paths []string) {
 	b.Helper()
 	reversed := make([]string, len(paths))
 	for i, p := range paths {
