@@ -181,8 +181,20 @@ func deleteFromNode(b testing.TB, n *lab.Node, paths []string) {
 	if len(valid) == 0 {
 		return
 	}
-	if _, err := n.RunInput(b.Context(), "xargs -r nix-store --delete >/dev/null", strings.NewReader(strings.Join(valid, "\n")+"\n")); err != nil {
-		b.Fatalf("%s: delete the closure: %v", n.Name(), err)
+	// A nix process of the copy just ended (nix-daemon --stdio, nix-store --serve) may hold its
+	// temporary roots for a moment longer: "still alive" is retried until a deadline.
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := n.RunInput(b.Context(), "xargs -r nix-store --delete >/dev/null", strings.NewReader(strings.Join(valid, "\n")+"\n"))
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "still alive") || time.Now().After(deadline) {
+			b.Fatalf("%s: delete the closure: %v", n.Name(), err)
+		}
+		<-tick.C
 	}
 }
 
