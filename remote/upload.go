@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -230,12 +229,12 @@ type sentFile struct {
 // write streams f (node's template) into the new part on the host with writeScript, hashing it as it is read (one read
 // of the file), and returns what it sent and the part's sha256 on the host.
 func (p *PCT) write(ctx context.Context, f io.Reader, node, part string, size int64) (sentFile, string, error) {
-	hashed := newHashingReader(f)
-	counted := &countReader{r: hashed}
+	h := sha256.New()
+	counted := &countReader{r: io.TeeReader(f, h)}
 	out := &capWriter{max: 1024}
 	err := p.host.Run(ctx, Cmd{Argv: Script(writeScript, p.dir, node, part, strconv.FormatInt(size, 10)),
 		Stdin: counted, Stdout: out, Step: "write " + part})
-	sent := sentFile{n: counted.n.Load(), sha256: hashed.sum()}
+	sent := sentFile{n: counted.n.Load(), sha256: hex.EncodeToString(h.Sum(nil))}
 	var ee *ExitError
 	if errors.As(err, &ee) && ee.Code == 4 {
 		free, perr := strconv.ParseInt(strings.TrimSpace(out.buf.String()), 10, 64)
@@ -291,61 +290,6 @@ func (p *PCT) remoteSHA256(ctx context.Context, file, script string) (string, er
 		return "", fmt.Errorf("sha256 of %s: unexpected output %q", file, out)
 	}
 	return sum, nil
-}
-
-// hashingReader reads r and hashes what was read in a goroutine of its own, so the hashing runs beside
-// the sending instead of in its way, with the file still read once: each chunk read is copied into a
-// buffer of a small ring and handed over. sum ends the hashing and waits for it; after sum, Read must
-// not be called (Client.Run may leave a Read in flight only when the command failed, and then the sum
-// is not used: sum waits for that Read's chunk, which the file returns promptly).
-type hashingReader struct {
-	r      io.Reader
-	chunks chan []byte
-	free   chan []byte
-	done   chan string
-	mu     sync.Mutex
-	closed bool
-}
-
-func newHashingReader(r io.Reader) *hashingReader {
-	const ring = 16
-	h := &hashingReader{r: r, chunks: make(chan []byte, ring), free: make(chan []byte, ring), done: make(chan string, 1)}
-	for range ring {
-		h.free <- make([]byte, 0, 64<<10)
-	}
-	go func() { // ends when sum closes chunks
-		d := sha256.New()
-		for b := range h.chunks {
-			d.Write(b)
-			h.free <- b[:0]
-		}
-		h.done <- hex.EncodeToString(d.Sum(nil))
-	}()
-	return h
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for rest := p[:n]; len(rest) > 0 && !h.closed; {
-		b := <-h.free
-		k := min(len(rest), cap(b))
-		h.chunks <- append(b, rest[:k]...)
-		rest = rest[k:]
-	}
-	return n, err
-}
-
-// sum is the hex sha256 of everything read.
-func (h *hashingReader) sum() string {
-	h.mu.Lock()
-	if !h.closed {
-		h.closed = true
-		close(h.chunks)
-	}
-	h.mu.Unlock()
-	return <-h.done
 }
 
 // hashFile is the hex sha256 of r; it stops when ctx ends.
