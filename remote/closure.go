@@ -238,19 +238,25 @@ func keys(m map[string]bool) []string {
 func (n *SSHNode) importBatch(ctx context.Context, paths []string) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pr, pw := io.Pipe()
+	// An OS pipe, not an io.Pipe: nix-store --export writes into it directly (exec hands the file
+	// to the child) and the SSH session reads from it, with no goroutine copying between the two.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer pr.Close()
 	exported := make(chan error, 1)
 	go func() { // ends when the export ends: completed, failed, or its writes fail on the closed pipe
 		err := n.local.Export(ctx, paths, pw)
-		pw.CloseWithError(err)
+		pw.Close()
 		exported <- err
 	}()
 	counted := &countReader{r: pr}
 	var imported capWriter
 	imported.max = 1 << 20
-	err := n.Run(ctx, Cmd{Argv: []string{"nix-store", "--import"}, Stdin: counted, Stdout: &imported,
+	err = n.Run(ctx, Cmd{Argv: []string{"nix-store", "--import"}, Stdin: counted, Stdout: &imported,
 		Step: fmt.Sprintf("nix-store --import (%d paths)", len(paths))})
-	pr.CloseWithError(errors.New("import ended")) // unblocks an export the import stopped reading
+	pr.Close() // unblocks an export the import stopped reading
 	if err != nil {
 		cancel()
 		<-exported

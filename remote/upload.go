@@ -62,26 +62,30 @@ sum "$1"`
   fi
   echo "${out%% *}"
 }`
-	// verifyScript syncs the part $1 to disk and, meanwhile, reads it back and prints its sha256.
-	verifyScript = `[ -f "$1" ] || exit 3
-` + sumFunc + `
-sync -- "$1" & s=$!
-h=$(sum "$1") || exit
-wait "$s" || exit
-echo "$h"`
 	// sizesScript prints the size of every template of node $2 in directory $1.
 	sizesScript = `for f in "$1/$2"-` + sha256Glob + `.tar.xz; do
   if [ -f "$f" ]; then stat -c %s -- "$f"; fi
 done`
 	sha256Glob = "????????????????????????????????????????????????????????????????"
-	// writeScript removes parts of node $2's templates in directory $1 that nothing wrote to for an
-	// hour (left by cut connections) and writes standard input to the new part $3, which must not
-	// exist yet.
+	// writeScript is the whole transfer on the host, in one command: it removes parts of node $2's
+	// templates in directory $1 that nothing wrote to for an hour (left by cut connections); exits 4
+	// printing the free bytes when $1 has fewer than $4 free; writes standard input to the new part
+	// $3, which must not exist yet; then syncs the part to disk and, meanwhile, reads it back from the
+	// page cache and prints its sha256. Reading back was measured cheaper than hashing on the way in
+	// (tee into openssl): on 2 CPUs, the pipe between them costs more than the second read.
 	writeScript = `set -eu
 find "$1" -maxdepth 1 -type f -name ".$2-*.part" -mmin +60 -exec rm -f -- {} +
+fs=$(stat -f -c '%a %S' -- "$1")
+free=$(( ${fs% *} * ${fs#* } ))
+if [ "$free" -lt "$4" ]; then echo "$free"; exit 4; fi
 umask 022
 set -C
-cat >"$3"`
+cat >"$3"
+` + sumFunc + `
+sync -- "$3" & s=$!
+h=$(sum "$3")
+wait "$s"
+echo "$h"`
 	// renameScript puts the verified part $1 under its final name $2 and syncs the directory $3.
 	renameScript = `set -eu
 mv -f -T -- "$1" "$2"
@@ -90,16 +94,17 @@ sync -- "$3"`
 
 // UploadTemplate puts t on the Proxmox host as TemplateDir/<node>-<sha256>.tar.xz.
 //
-// A file of that name with the same sha256 is kept and nothing is sent. Otherwise the file is
-// streamed over the SSH connection (cat on the host; measured faster than SFTP with concurrent
-// writes and than scp, see BenchmarkUpload) into a hidden .part file next to it, then synced to
-// disk and, meanwhile, read back and hashed on the host; only when that sha256 is the local one is
-// the part renamed to its final name, so the final name never holds a partial or corrupt file.
-// When the caller gives no sha256 and the host has no template of the node of the same size (so it
-// cannot have this one), the file is hashed while it is sent (by a second reader) instead of before.
-// A failed upload removes its part; a part a cut connection left behind is removed by a later upload
-// of the node's templates once nothing wrote to it for an hour. Safe for concurrent use with
-// different nodes.
+// A file of that name with the same sha256 is kept and nothing is sent. Otherwise the file is read
+// once and streamed over the SSH connection (cat on the host; measured faster than SFTP with
+// concurrent writes and than scp, see BenchmarkUpload) into a hidden .part file next to it, hashed
+// here as it is read; the same remote command checks the free space first and, after the stream,
+// syncs the part to disk while it reads it back and hashes it on the host. Only when that sha256 is
+// the one of the bytes sent (and the caller's, if given) is the part renamed to its final name, so
+// the final name never holds a partial or corrupt file. When the caller gives no sha256 and the host
+// has a template of the node of the same size (so it may have this one), the file is hashed before,
+// to skip the copy when it is there. A failed upload removes its part; a part a cut connection left
+// behind is removed by a later upload of the node's templates once nothing wrote to it for an hour.
+// Safe for concurrent use with different nodes.
 func (p *PCT) UploadTemplate(ctx context.Context, t Template) (Uploaded, error) {
 	start := time.Now()
 	up, err := p.upload(ctx, t)
@@ -112,54 +117,17 @@ func (p *PCT) UploadTemplate(ctx context.Context, t Template) (Uploaded, error) 
 	return up, nil
 }
 
+// upload runs the steps of UploadTemplate: 1. check t and open its file; 2. skip it when the host has
+// it; 3. stream it into a part (free space, write, sync, host sha256: one command); 4. compare the
+// sha256s; 5. rename the part.
 func (p *PCT) upload(ctx context.Context, t Template) (Uploaded, error) {
 	var up Uploaded
-	if !nodeName.MatchString(t.Node) {
-		return up, fmt.Errorf("node name %q: want letters, digits, '.', '_', '-'", t.Node)
-	}
-	f, err := os.Open(t.File)
+	f, err := p.open(t, &up)
 	if err != nil {
 		return up, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return up, err
-	}
-	if !st.Mode().IsRegular() {
-		return up, fmt.Errorf("%s: not a regular file", t.File)
-	}
-	up.Size = st.Size()
-	up.SHA256 = strings.ToLower(t.SHA256)
-	if up.SHA256 != "" && (len(up.SHA256) != 64 || strings.Trim(up.SHA256, "0123456789abcdef") != "") {
-		return up, fmt.Errorf("sha256 %q: want 64 hex digits", t.SHA256)
-	}
-	if up.SHA256 == "" {
-		sameSize, err := p.hasSize(ctx, t.Node, up.Size)
-		if err != nil {
-			return up, err
-		}
-		if sameSize { // it may be there: the name decides, so hash first
-			if up.SHA256, err = hashFile(ctx, f); err != nil {
-				return up, fmt.Errorf("sha256 of %s: %w", t.File, err)
-			}
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return up, err
-			}
-		}
-	}
-	if up.SHA256 != "" {
-		p.name(&up, t.Node)
-		have, err := p.remoteSHA256(ctx, up.Path, hashScript)
-		if err != nil {
-			return up, err
-		}
-		if have == up.SHA256 {
-			up.Skipped = true
-			return up, nil
-		}
-	}
-	if err := p.checkSpace(ctx, up.Size); err != nil {
+	if skip, err := p.have(ctx, t, f, &up); err != nil || skip {
 		return up, err
 	}
 	var suffix [8]byte
@@ -174,65 +142,115 @@ func (p *PCT) upload(ctx context.Context, t Template) (Uploaded, error) {
 		}
 		return up, err
 	}
-	// Without a sha256 yet, the file is hashed while it is sent: by a second reader of its own, so
-	// the hashing runs beside the sending instead of in its way. Both read the same immutable file;
-	// if it changed meanwhile, the check on the host fails.
-	type hashed struct {
-		sum string
-		err error
-	}
-	var hashing chan hashed
-	if up.SHA256 == "" {
-		hashing = make(chan hashed, 1)
-		hctx, cancel := context.WithCancel(ctx)
-		defer func() { // the hashing stops with the upload, and is waited for
-			cancel()
-			if hashing != nil {
-				<-hashing
-			}
-		}()
-		go func() {
-			g, err := os.Open(t.File)
-			if err != nil {
-				hashing <- hashed{err: err}
-				return
-			}
-			defer g.Close()
-			sum, err := hashFile(hctx, g)
-			hashing <- hashed{sum, err}
-		}()
-	}
-	counted := &countReader{r: f}
-	err = p.host.Run(ctx, Cmd{Argv: Script(writeScript, p.dir, t.Node, part), Stdin: counted, Step: "write " + part})
-	up.Sent = counted.n.Load()
+	sent, onHost, err := p.write(ctx, f, t.Node, part, up.Size)
+	up.Sent = sent.n
 	if err != nil {
 		return fail(err)
 	}
-	if hashing != nil {
-		h := <-hashing
-		hashing = nil
-		if h.err != nil {
-			return fail(fmt.Errorf("sha256 of %s: %w", t.File, h.err))
-		}
-		if up.Sent != up.Size {
-			return fail(fmt.Errorf("%s changed while it was sent: %d bytes, want %d", t.File, up.Sent, up.Size))
-		}
-		up.SHA256 = h.sum
+	if up.Sent != up.Size {
+		return fail(fmt.Errorf("%s changed while it was sent: %d bytes, want %d", t.File, up.Sent, up.Size))
+	}
+	switch {
+	case up.SHA256 == "":
+		up.SHA256 = sent.sha256
 		p.name(&up, t.Node)
+	case sent.sha256 != up.SHA256:
+		return fail(fmt.Errorf("%s of node %s: %w: the file has %s, the template names %s", t.File, t.Node, ErrChecksum, sent.sha256, up.SHA256))
 	}
-	// Read back after the copy. Hashing the stream as it is written (tee into openssl) instead was
-	// measured slower (BenchmarkUpload, 2 CPUs): tee's small buffers cost more than the read-back.
-	got, err := p.remoteSHA256(ctx, part, verifyScript)
-	if err != nil {
-		return fail(err)
-	}
-	if got != up.SHA256 {
-		return fail(fmt.Errorf("verify %s: %w: %s on the host, %s here", part, ErrChecksum, got, up.SHA256))
+	if onHost != up.SHA256 {
+		return fail(fmt.Errorf("verify %s (%s of node %s): %w: %s on the host, %s here", part, t.File, t.Node, ErrChecksum, onHost, up.SHA256))
 	}
 	if err := p.host.Run(ctx, Cmd{Argv: Script(renameScript, part, up.Path, p.dir), Step: "rename " + part}); err != nil {
 		return fail(err)
 	}
 	return up, nil
+}
+
+// open checks t, opens its file and sets up's Size and SHA256 (the caller's, if any).
+func (p *PCT) open(t Template, up *Uploaded) (*os.File, error) {
+	if !nodeName.MatchString(t.Node) {
+		return nil, fmt.Errorf("node name %q: want letters, digits, '.', '_', '-'", t.Node)
+	}
+	up.SHA256 = strings.ToLower(t.SHA256)
+	if up.SHA256 != "" && (len(up.SHA256) != 64 || strings.Trim(up.SHA256, "0123456789abcdef") != "") {
+		return nil, fmt.Errorf("sha256 %q: want 64 hex digits", t.SHA256)
+	}
+	f, err := os.Open(t.File)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file", t.File)
+	}
+	up.Size = st.Size()
+	if up.SHA256 != "" {
+		p.name(up, t.Node)
+	}
+	return f, nil
+}
+
+// have reports whether the host has t already (up.Skipped). Without the caller's sha256, it asks for
+// the sizes of the node's templates first: only one of the same size can be this one, and only then
+// is the file hashed before the copy (and f rewound).
+func (p *PCT) have(ctx context.Context, t Template, f *os.File, up *Uploaded) (bool, error) {
+	if up.SHA256 == "" {
+		sameSize, err := p.hasSize(ctx, t.Node, up.Size)
+		if err != nil || !sameSize {
+			return false, err
+		}
+		if up.SHA256, err = hashFile(ctx, f); err != nil {
+			return false, fmt.Errorf("sha256 of %s: %w", t.File, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return false, err
+		}
+		p.name(up, t.Node)
+	}
+	have, err := p.remoteSHA256(ctx, up.Path, hashScript)
+	if err != nil {
+		return false, err
+	}
+	up.Skipped = have == up.SHA256
+	return up.Skipped, nil
+}
+
+// sentFile is what write read from the local file: bytes and their sha256.
+type sentFile struct {
+	n      int64
+	sha256 string
+}
+
+// write streams f (node's template) into the new part on the host with writeScript, hashing it as it is read (one read
+// of the file), and returns what it sent and the part's sha256 on the host.
+func (p *PCT) write(ctx context.Context, f io.Reader, node, part string, size int64) (sentFile, string, error) {
+	h := sha256.New()
+	counted := &countReader{r: io.TeeReader(f, h)}
+	out := &capWriter{max: 1024}
+	err := p.host.Run(ctx, Cmd{Argv: Script(writeScript, p.dir, node, part, strconv.FormatInt(size, 10)),
+		Stdin: counted, Stdout: out, Step: "write " + part})
+	sent := sentFile{n: counted.n.Load(), sha256: hex.EncodeToString(h.Sum(nil))}
+	var ee *ExitError
+	if errors.As(err, &ee) && ee.Code == 4 {
+		free, perr := strconv.ParseInt(strings.TrimSpace(out.buf.String()), 10, 64)
+		if perr != nil {
+			return sent, "", fmt.Errorf("%w in %s: the template needs %s", ErrNoSpace, p.dir, byteSize(size))
+		}
+		return sent, "", fmt.Errorf("%w in %s: %s free, the template needs %s", ErrNoSpace, p.dir, byteSize(free), byteSize(size))
+	}
+	if err != nil {
+		return sent, "", err
+	}
+	onHost := strings.TrimSpace(out.buf.String())
+	if len(onHost) != 64 || strings.Trim(onHost, "0123456789abcdef") != "" {
+		return sent, "", fmt.Errorf("sha256 of %s: unexpected output %q", part, out.buf.String())
+	}
+	return sent, onHost, nil
 }
 
 // name sets the content-addressed name, path and volume of up from its SHA256.
@@ -272,27 +290,6 @@ func (p *PCT) remoteSHA256(ctx context.Context, file, script string) (string, er
 		return "", fmt.Errorf("sha256 of %s: unexpected output %q", file, out)
 	}
 	return sum, nil
-}
-
-// checkSpace fails with ErrNoSpace when the template directory has less than size bytes free.
-func (p *PCT) checkSpace(ctx context.Context, size int64) error {
-	out, err := p.host.Output(ctx, 1024, "stat", "-f", "-c", "%a %S", "--", p.dir)
-	if err != nil {
-		return err
-	}
-	f := strings.Fields(string(out))
-	if len(f) != 2 {
-		return fmt.Errorf("free space of %s: unexpected output %q", p.dir, out)
-	}
-	blocks, err1 := strconv.ParseInt(f[0], 10, 64)
-	bsize, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		return fmt.Errorf("free space of %s: unexpected output %q", p.dir, out)
-	}
-	if free := blocks * bsize; free < size {
-		return fmt.Errorf("%w in %s: %s free, the template needs %s", ErrNoSpace, p.dir, byteSize(free), byteSize(size))
-	}
-	return nil
 }
 
 // hashFile is the hex sha256 of r; it stops when ctx ends.

@@ -29,7 +29,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(controllerEnv); spec != "" {
 		os.Exit(runController(spec))
 	}
-	os.Exit(nixtest.Main(func() int { return shared.Main(m) })) // once per Nix version
+	// Once per Nix version. With the second, the deploys, rollbacks and provisioning that run nix on both
+	// sides (profiles, generations, templates); the tests of the controller's and the lab's own
+	// behaviour (activation modes, timers, dropped connections, gates, accounts, secrets) only with the
+	// first.
+	os.Exit(nixtest.Main(func() int { return shared.Main(m) },
+		"-test.skip=^TestLab(Mode|DeadMan|SSHDropped|ControllerKilled|ActivationThatBrokeSSHD|Accounts|SecretsRotated|SwitchInhibitors|ActivationExit2|BrokenCommit)"))
 }
 
 // labConfig is how the rollout reaches the lab: its key and known_hosts, short SSH timeouts.

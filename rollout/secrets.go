@@ -22,12 +22,31 @@ type Secrets interface {
 
 // NewSecrets is the Secrets of the cluster top from the local directory dir (<dir>/<node>/<file>),
 // installed into the topology's secrets directory owned by owner; nil when top is not secured or dir
-// is empty.
+// is empty. Each node's files are top.SecretFiles(node): the node's certificate and key, and a leaf
+// node's certificates for its leafnode connections.
 func NewSecrets(top *topology.Topology, dir, owner string) Secrets {
 	if top.Security == nil || dir == "" {
 		return nil
 	}
-	return remote.SecretsDir{Dir: dir, Files: topology.SecretFiles, RemoteDir: top.Security.SecretsDir, Owner: owner}
+	return nodeSecrets{top: top, dir: remote.SecretsDir{Dir: dir, Files: topology.SecretFiles, RemoteDir: top.Security.SecretsDir, Owner: owner}}
+}
+
+// nodeSecrets is a remote.SecretsDir whose files are each node's own (topology.SecretFiles).
+type nodeSecrets struct {
+	top *topology.Topology
+	dir remote.SecretsDir
+}
+
+func (s nodeSecrets) of(node string) remote.SecretsDir {
+	d := s.dir
+	d.Files = s.top.SecretFiles(node)
+	return d
+}
+
+func (s nodeSecrets) Check(node string) error { return s.of(node).Check(node) }
+
+func (s nodeSecrets) Install(ctx context.Context, node string, r remote.Runner) error {
+	return s.of(node).Install(ctx, node, r)
 }
 
 // checkSecrets is the secrets' pre-flight: every node the plan switches or provisions has all its

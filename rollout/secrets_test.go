@@ -107,8 +107,39 @@ func TestNewSecretsOnlyForSecuredClusters(t *testing.T) {
 	if s := rollout.NewSecrets(top, "", "nats"); s != nil {
 		t.Errorf("no directory: %v", s)
 	}
-	s, ok := rollout.NewSecrets(top, "/x", "nats").(remote.SecretsDir)
-	if !ok || s.RemoteDir != "/var/lib/nats/secrets" || s.Owner != "nats" || !slices.Equal(s.Files, topology.SecretFiles) {
-		t.Errorf("secrets %+v", s)
+	dir := secretsDir(t, []string{"nats-1", "nats-2"})
+	s := rollout.NewSecrets(top, dir, "nats")
+	if s == nil {
+		t.Fatal("secured cluster: no secrets")
+	}
+	for _, n := range []string{"nats-1", "nats-2"} {
+		if err := s.Check(n); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+}
+
+// A leaf node of a secured cluster needs its certificates for its leafnode connections besides the
+// node's files; a member does not.
+func TestNewSecretsOfALeaf(t *testing.T) {
+	t.Parallel()
+	top := testTopology(1)
+	top.Security = &topology.Security{SecretsDir: "/var/lib/nats/secrets"}
+	leaf := top.Nodes["nats-1"]
+	leaf.Role, leaf.Cluster = topology.RoleNATSLeaf, "hub"
+	top.Nodes["leaf-1"] = leaf
+	dir := secretsDir(t, []string{"nats-1", "leaf-1"})
+	s := rollout.NewSecrets(top, dir, "nats")
+	if err := s.Check("nats-1"); err != nil {
+		t.Errorf("member: %v", err)
+	}
+	if err := s.Check("leaf-1"); err == nil || !strings.Contains(err.Error(), "leaf.pem") {
+		t.Errorf("leaf without its certificate: %v, want leaf.pem named", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "leaf-1", "leaf.pem"), []byte("certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check("leaf-1"); err != nil {
+		t.Errorf("leaf with its certificate: %v", err)
 	}
 }

@@ -49,9 +49,6 @@ func newWavesWorld(tb testing.TB, opts lab.Options, maxParallel int, change func
 	w.pool = pool
 	rcfg := labRolloutConfig(l)
 	rcfg.MaxParallel = maxParallel
-	if !l.Secured() { // the lab of several clusters defines no accounts: the gate connects without an nkey
-		rcfg.SystemNkeyFile = ""
-	}
 	if w.r, err = rollout.Connect(pool, l.Topology(), cfg, rcfg, newStore(tb), logger); err != nil {
 		tb.Fatal(err)
 	}

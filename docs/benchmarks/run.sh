@@ -1,10 +1,12 @@
 #!/bin/sh
 # Runs one recorded benchmark and prints its record: date, machine, the command and its output.
 # Usage (from the repository's root, as root: the lab binds port 22 of 127.0.x.y):
-#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves >docs/benchmarks/raw/NAME.txt
-# CIMDEPLOY_BENCH_RATE (zero-loss, steady-load), CIMDEPLOY_BENCH_UPLOAD_MIB (upload) and
-# CIMDEPLOY_BENCH_LAB_{NODES,CLUSTERS,CLUSTER_SIZE} (lab-30, lab-waves: 30, 3, 3) and
-# CIMDEPLOY_BENCH_MAX_PARALLEL (lab-waves: 8) pass through.
+#   docs/benchmarks/run.sh zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves|closure-copy|fanout >docs/benchmarks/raw/NAME.txt
+# CIMDEPLOY_BENCH_RATE (zero-loss, steady-load), CIMDEPLOY_BENCH_UPLOAD_MIB (upload),
+# CIMDEPLOY_BENCH_LAB_{NODES,CLUSTERS,CLUSTER_SIZE} (lab-30, lab-waves: 30, 3, 3),
+# CIMDEPLOY_BENCH_MAX_PARALLEL (lab-waves: 8),
+# CIMDEPLOY_BENCH_CLOSURE_PATHS and CIMDEPLOY_BENCH_CLOSURE_MIB (closure-copy, fanout) and
+# CIMDEPLOY_BENCH_FANOUT_NODES (fanout) pass through.
 # The figures depend on the machine and on what else runs on it: the load average is recorded with them.
 set -eu
 case ${1:-} in
@@ -30,8 +32,10 @@ lab-waves)
 	export CIMDEPLOY_TEST_NIX
 	cmd="go test ./rollout -run ^\$ -bench LabWaves -benchtime 1x -timeout 45m -v"
 	;;
+closure-copy) cmd="go test ./remote -run ^\$ -bench ClosureCopy -benchtime 1x -timeout 60m" ;;
+fanout) cmd="go test ./remote -run ^\$ -bench Fanout -benchtime 1x -timeout 60m" ;;
 *)
-	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves" >&2
+	echo "usage: $0 zero-loss|zero-loss-500|steady-load|gate-lag|upload|waves|events|lab-30|lab-waves|closure-copy|fanout" >&2
 	exit 2
 	;;
 esac
@@ -44,6 +48,7 @@ echo "nix: $(nix --version 2>/dev/null || echo none)"
 echo "nats-server: $(nats-server --version 2>/dev/null || echo none)"
 echo "openssh: $(ssh -V 2>&1)"
 echo "CIMDEPLOY_BENCH_RATE: ${CIMDEPLOY_BENCH_RATE:-unset}"
+echo "CIMDEPLOY_BENCH_FANOUT_NODES: ${CIMDEPLOY_BENCH_FANOUT_NODES:-unset}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: $cmd"
 echo
@@ -53,7 +58,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 $cmd >"$out" 2>&1 || true
 # The lab's temporary directory is this machine's, not the record's.
-grep -v -e 'level=INFO' -e 'level=WARN' "$out" | sed -E 's#lab /[^ ]+ up on#lab (a temporary directory) up on#' || true
+grep -v -e 'level=INFO' -e 'level=WARN' -e 'level=DEBUG' "$out" | sed -E 's#lab /[^ ]+ up on#lab (a temporary directory) up on#' || true
 echo
 echo "warnings left out, by message:"
 grep 'level=WARN' "$out" | sed 's/.* msg="\([^"]*\)".*/\1/' | sort | uniq -c | sort -rn || true

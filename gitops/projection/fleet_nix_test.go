@@ -261,7 +261,7 @@ func TestHubLeafnodePortAssertion(t *testing.T) {
 	cmd := exec.CommandContext(t.Context(), "nix", "eval", "--offline", "--raw", "--no-write-lock-file",
 		"--override-input", "nixpkgs", "path:"+stubNixpkgs(t), ".#nixosConfigurations.nats-1.config.system.build.toplevel.drvPath")
 	cmd.Dir = dir
-	cmd.Env = nixrunner.Environ(nil, nixrunner.OfflineConfig)
+	cmd.Env = nixrunner.Environ(nil, nixrunner.OfflineConfig+"eval-cache = false\n") // flakes evaluated at once: no shared evaluation cache
 	out, err := cmd.CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("services.nats.port = 4222, services.nats.settings.leafnodes.port = 4222")) {
 		t.Fatalf("nix eval = %v, want the port assertion:\n%s", err, out)

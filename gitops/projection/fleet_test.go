@@ -240,17 +240,6 @@ func TestRepositoryModuleHostile(t *testing.T) {
 	}
 }
 
-// TestLeafRefusedWithAccounts: the projection renders no leaf of a topology with accounts (its leaf
-// would connect without credentials); the fold reports the leaf's event first.
-func TestLeafRefusedWithAccounts(t *testing.T) {
-	t.Parallel()
-	top := fleet(t)
-	top.Accounts = production(t).Accounts
-	if _, err := projection.Render(top, projection.Options{}); err == nil || !strings.Contains(err.Error(), "leaf node leaf-a1") {
-		t.Fatalf("Render = %v, want the leaf refused", err)
-	}
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

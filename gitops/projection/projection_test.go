@@ -96,7 +96,7 @@ func nix(t *testing.T, dir string, args ...string) []byte {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), args[0], args[1:]...)
 	cmd.Dir = dir
-	cmd.Env = nixrunner.Environ(nil, nixrunner.OfflineConfig)
+	cmd.Env = nixrunner.Environ(nil, nixrunner.OfflineConfig+"eval-cache = false\n") // flakes evaluated at once: no shared evaluation cache
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

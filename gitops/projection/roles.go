@@ -67,13 +67,13 @@ func renderModules(t *topology.Topology) ([]module, error) {
 
 // checkRoles refuses what the fold lets through but the projection cannot render: a node of a role
 // that is neither built in nor defined, a repository module at a generated file's path, a leaf with
-// accounts or TLS (the fold reports those at the leaf's event; this is the projection's own guard).
+// accounts but no TLS (the fold reports those at the leaf's event; this is the projection's own guard).
 func checkRoles(t *topology.Topology) error {
 	for _, name := range t.NodeNames() {
 		n := t.Nodes[name]
 		if _, ok := builtinModule[n.Role]; ok {
-			if n.Role == topology.RoleNATSLeaf && (t.Accounts != nil || t.Security != nil) {
-				return fmt.Errorf("%w: leaf node %s: leaf nodes of a cluster with NATS accounts or TLS are not supported", ErrIncomplete, name)
+			if n.Role == topology.RoleNATSLeaf && t.Accounts != nil && t.Security == nil {
+				return fmt.Errorf("%w: leaf node %s: a leaf of a cluster with NATS accounts needs ClusterSecured (its accounts' leafnode connections authenticate with certificates)", ErrIncomplete, name)
 			}
 			continue
 		}
@@ -318,7 +318,9 @@ func renderClusterModule(t *topology.Topology) (string, error) {
 		lets = append(lets,
 			letBinding{"The clusters with leaf nodes: their members listen for the leaves' connections.", "hubs", hubs},
 			letBinding{"Whether this node's cluster is a hub.", "hub", nixexpr.Raw("builtins.elem node.cluster hubs")})
+		lets = append(lets, leafUserLets(t)...)
 	}
+	lets = append(lets, firewallLets(t)...)
 	settings := append(nixexpr.Set{
 		nixexpr.Bind("cluster", nixexpr.Set{
 			nixexpr.Bind("listen", nixexpr.String(hostPort("0.0.0.0", n.Cluster.Port))),
@@ -331,9 +333,9 @@ func renderClusterModule(t *topology.Topology) (string, error) {
 		nixexpr.Bind("lame_duck_grace_period", nixexpr.String(n.LameDuckGracePeriod)),
 	}, accountSettings(t)...)
 	if len(hubs) > 0 {
-		settings = append(settings, nixexpr.Bind("leafnodes", nixexpr.Call{Fn: "lib.mkIf hub", Arg: nixexpr.Set{
+		settings = append(settings, nixexpr.Bind("leafnodes", nixexpr.Call{Fn: "lib.mkIf hub", Arg: append(nixexpr.Set{
 			nixexpr.Bind("port", nixexpr.Int(n.Leafnodes.Port)),
-		}}))
+		}, hubLeafnodes(t)...)}))
 	}
 	body := nixexpr.Set{
 		nixexpr.Bind("imports", nixexpr.Raw("[ ./common.nix ]")),
@@ -384,15 +386,13 @@ func renderLeafModule(t *topology.Topology) (string, error) {
 	}
 	lets := []letBinding{{"Each hub cluster's leafnode URLs: its members'.", "hubs", hubs}}
 	js := append(nixexpr.Set{nixexpr.Bind("domain", nixexpr.Raw("config.networking.hostName"))}, jetstream(n.JetStream)...)
-	settings := nixexpr.Set{
+	settings := append(nixexpr.Set{
 		nixexpr.Bind("http_port", nixexpr.Int(n.MonitorPort)),
 		nixexpr.Bind("jetstream", js),
 		nixexpr.Bind("lame_duck_duration", nixexpr.String(n.LameDuckDuration)),
 		nixexpr.Bind("lame_duck_grace_period", nixexpr.String(n.LameDuckGracePeriod)),
-		nixexpr.Bind("leafnodes.remotes", nixexpr.List{nixexpr.Set{
-			nixexpr.Bind("urls", nixexpr.Raw("hubs.${node.cluster}")),
-		}}),
-	}
+		nixexpr.Bind("leafnodes.remotes", leafRemotes(t)),
+	}, accountSettings(t)...)
 	body := nixexpr.Set{
 		nixexpr.Bind("imports", nixexpr.Raw("[ ./common.nix ]")),
 		nixexpr.Blank,
@@ -400,6 +400,7 @@ func renderLeafModule(t *topology.Topology) (string, error) {
 	}
 	body = append(body, natsExporter(t)...)
 	body = append(body, nixexpr.Blank, nixexpr.Bind("networking.firewall.allowedTCPPorts", openPorts(t, natsPorts(t))))
+	body = append(body, securityLeaf(t)...)
 	asserts, err := assertionBindings(t, topology.RoleNATSLeaf)
 	if err != nil {
 		return "", err

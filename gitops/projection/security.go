@@ -54,11 +54,11 @@ func securityCommon(t *topology.Topology) nixexpr.Set {
 //     so `nats-server -t` at build time cannot read them (nixpkgs' nats.nix: "When the config can't
 //     be checked during build time, for example when it includes other files, disable this option");
 //   - the firewall (nftables, after common.nix's node exporter rule): the monitoring port and the NATS
-//     exporter from the management networks, the route port from the NATS clusters' members, the
-//     client port from the client networks.
+//     exporter from the management networks, the route port from the members of the node's own
+//     cluster, a hub's leafnode port from its own leaves, the client port from the client networks
+//     (firewallLets: one rule set per cluster, picked by node.cluster).
 //
-// Leaf nodes of a secured cluster are refused (the fold and checkRoles): their leafnode connections
-// would need TLS of their own.
+// A hub's leafnode listener and a leaf's remotes have TLS of their own (leafsecurity.go).
 func securityNATS(t *topology.Topology) nixexpr.Set {
 	sec := t.Security
 	if sec == nil {
@@ -84,30 +84,55 @@ func securityNATS(t *topology.Topology) nixexpr.Set {
 	return append(out,
 		nixexpr.Bind("services.nats.validateConfig", nixexpr.Bool(false)),
 		nixexpr.Blank,
-		nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.String(firewallRules(t))),
+		nixexpr.Bind("networking.firewall.extraInputRules", nixexpr.Raw("firewall.${node.cluster}")),
 	)
 }
 
-// firewallRules are the NATS server's nftables rules for the firewall's input-allow chain, one per kind
-// of source.
-func firewallRules(t *topology.Topology) string {
+// firewallLets is the let binding of nats-cluster.nix's firewall rules, by cluster; none when the
+// cluster is not secured.
+func firewallLets(t *topology.Topology) []letBinding {
+	if t.Security == nil {
+		return nil
+	}
+	rules := nixexpr.Attrs{}
+	for name := range t.Clusters() {
+		rules[name] = nixexpr.String(firewallRules(t, name))
+	}
+	return []letBinding{{"Each NATS cluster's firewall rules (nftables): its members' own sources.", "firewall", rules}}
+}
+
+// firewallRules are the nftables rules of a member of cluster for the firewall's input-allow chain, one
+// per kind of source: routes only from the cluster's members, leafnode connections only from the
+// cluster's leaves (a hub's), clients from the client networks.
+func firewallRules(t *topology.Topology, cluster string) string {
 	sec, n := t.Security, t.Services.NATS
-	mgmt := []int{n.MonitorPort}
+	var b strings.Builder
+	nftRule(&b, prefixStrings(sec.ManagementNetworks), managementPorts(t), "monitoring and exporters: management networks")
+	nftRule(&b, addresses(t, t.Clusters()[cluster]), []int{n.Cluster.Port}, "routes: the members of cluster "+cluster)
+	if leaves := t.Leaves(cluster); len(leaves) > 0 {
+		nftRule(&b, addresses(t, leaves), []int{n.Leafnodes.Port}, "leafnodes: the leaves of cluster "+cluster)
+	}
+	nftRule(&b, prefixStrings(sec.ClientNetworks), []int{n.ClientPort}, "clients")
+	return b.String()
+}
+
+// managementPorts are the monitoring port and the NATS exporter's, sorted.
+func managementPorts(t *topology.Topology) []int {
+	mgmt := []int{t.Services.NATS.MonitorPort}
 	if e := t.Services.NATSExporter; e != nil {
 		mgmt = append(mgmt, e.Port)
 	}
 	slices.Sort(mgmt)
-	var members []string
-	for _, name := range t.NodeNames() {
-		if t.Nodes[name].Role == topology.RoleNATSCluster {
-			members = append(members, t.Nodes[name].Address.String())
-		}
+	return mgmt
+}
+
+// addresses are the addresses of the nodes names.
+func addresses(t *topology.Topology, names []string) []string {
+	out := make([]string, len(names))
+	for i, name := range names {
+		out[i] = t.Nodes[name].Address.String()
 	}
-	var b strings.Builder
-	nftRule(&b, prefixStrings(sec.ManagementNetworks), mgmt, "monitoring and exporters: management networks")
-	nftRule(&b, members, []int{n.Cluster.Port}, "routes: the NATS clusters' members")
-	nftRule(&b, prefixStrings(sec.ClientNetworks), []int{n.ClientPort}, "clients")
-	return b.String()
+	return out
 }
 
 // rule is one nftables rule: sources may reach ports.

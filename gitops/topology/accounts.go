@@ -484,6 +484,7 @@ func (f *folder) finishAccounts() {
 		acc.Users = users
 		a.Domains[domain] = acc
 	}
+	f.checkReservations()
 }
 
 // checkNKey accepts an nkey user public key. The value is never quoted: it might be a seed.

@@ -31,13 +31,13 @@ func TestLeafnodesPort(t *testing.T) {
 	}
 }
 
-// A leaf of a topology with accounts or TLS is refused at its NodeAdded: the projection's leaf connects
-// without credentials or TLS.
+// A leaf of a topology with accounts but no TLS is refused at its NodeAdded: its accounts' leafnode
+// connections authenticate with certificates (leaves.go).
 func TestLeafRefusedWithAccounts(t *testing.T) {
 	t.Parallel()
 	evs := add(allFixtures(t), events.NodeAdded, roleNode("leaf-1", 60, topology.RoleNATSLeaf, "cim-cluster"))
 	_, problems := topology.Fold(evs)
-	if !strings.Contains(problems.Error(), `data.role: leaf node "leaf-1": leaf nodes of a cluster with NATS accounts are not supported yet`) {
+	if !strings.Contains(problems.Error(), `data.role: leaf node "leaf-1": a cluster with NATS accounts needs ClusterSecured for its leaf nodes`) {
 		t.Errorf("problems:\n%v", problems)
 	}
 }

@@ -140,7 +140,8 @@ func (f *folder) nodeRole(name string, st *nodeState) (role, cluster string, ok 
 	return role, cluster, true
 }
 
-// finishRoles checks what only all nodes tell: a leaf's hub cluster has members.
+// finishRoles checks what only all nodes tell: a leaf's hub cluster has members, and a leaf of a
+// topology with accounts is secured.
 func (f *folder) finishRoles() {
 	clusters := f.t.Clusters()
 	for _, name := range f.t.NodeNames() {
@@ -151,12 +152,10 @@ func (f *folder) finishRoles() {
 		if _, ok := clusters[n.Cluster]; !ok {
 			f.problem(f.nodes[name].specBy, "data.cluster", "leaf node %s names hub cluster %s, which has no members (no nats-cluster node is in it)", q(name), q(n.Cluster))
 		}
-		// The projection's leaf connects to its hub without credentials or TLS (gitops/projection).
-		switch {
-		case f.t.Accounts != nil:
-			f.problem(f.nodes[name].specBy, "data.role", "leaf node %s: leaf nodes of a cluster with NATS accounts are not supported yet (the hub would need the leaf's credentials)", q(name))
-		case f.t.Security != nil:
-			f.problem(f.nodes[name].specBy, "data.role", "leaf node %s: leaf nodes of a secured cluster (ClusterSecured) are not supported yet (leafnode TLS)", q(name))
+		// A leaf carries its accounts to the hub over leafnode connections authenticated by certificates
+		// (leaves.go): without TLS, nothing would say which account a leaf's connection is in.
+		if f.t.Accounts != nil && f.t.Security == nil {
+			f.problem(f.nodes[name].specBy, "data.role", "leaf node %s: a cluster with NATS accounts needs ClusterSecured for its leaf nodes (each account's leafnode connection authenticates with a certificate)", q(name))
 		}
 	}
 }
