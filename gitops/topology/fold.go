@@ -102,7 +102,6 @@ type folder struct {
 	serviceBy map[string]*events.Event
 	acc       accountFolder
 	operators operatorState
-	roleBy    map[string]*events.Event
 }
 
 // Fold applies events, in the order given (events.Load sorts them by sequence), and validates the

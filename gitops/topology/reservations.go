@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -56,11 +57,12 @@ func (f *folder) checkReservations() {
 	}
 }
 
-// size formats a byte count the way the messages above read best: in GiB or MiB when exact enough.
+// size formats a byte count in GiB when it is a whole eighth of one, in MiB when a whole number of them,
+// else in bytes.
 func size(b int64) string {
 	switch {
 	case b >= 1<<30 && b%(1<<27) == 0:
-		return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.2f", float64(b)/(1<<30)), "0"), ".0") + " GiB"
+		return strconv.FormatFloat(float64(b)/(1<<30), 'f', -1, 64) + " GiB"
 	case b >= 1<<20 && b%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", b>>20)
 	}

@@ -87,10 +87,6 @@ func (f *folder) roleDefined(ev *events.Event) {
 		f.t.Roles = map[string]Role{}
 	}
 	f.t.Roles[r.Name] = Role(r)
-	if f.roleBy == nil {
-		f.roleBy = map[string]*events.Event{}
-	}
-	f.roleBy[r.Name] = ev
 }
 
 // generatedModules are the module files the projection writes: the built-in roles' and the one they
