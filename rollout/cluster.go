@@ -143,15 +143,7 @@ func (n *NATS) Health(ctx context.Context, node string, peers int) error {
 		}
 		leader string
 	)
-	wg.Go(func() {
-		body, code, err := n.get(ctx, srv.Monitor+"/healthz")
-		switch {
-		case err != nil:
-			healthz = err
-		case code != http.StatusOK:
-			healthz = fmt.Errorf("/healthz: %d %s", code, strings.TrimSpace(string(body)))
-		}
-	})
+	wg.Go(func() { healthz = n.healthz(ctx, srv) })
 	wg.Go(func() { vErr = n.getJSON(ctx, srv.Monitor+"/varz", &varz) })
 	wg.Go(func() { leader, lErr = n.Leader(ctx, node) })
 	wg.Wait()
@@ -180,6 +172,18 @@ func (n *NATS) Health(ctx context.Context, node string, peers int) error {
 	return nil
 }
 
+// healthz is nil when srv's /healthz answers 200.
+func (n *NATS) healthz(ctx context.Context, srv Server) error {
+	body, code, err := n.get(ctx, srv.Monitor+"/healthz")
+	switch {
+	case err != nil:
+		return err
+	case code != http.StatusOK:
+		return fmt.Errorf("/healthz: %d %s", code, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
 // leafHealth is Health of a leaf's server: /healthz and /leafz, asked at once.
 func (n *NATS) leafHealth(ctx context.Context, srv Server, connections int) error {
 	var (
@@ -189,15 +193,7 @@ func (n *NATS) leafHealth(ctx context.Context, srv Server, connections int) erro
 			Leafnodes int `json:"leafnodes"`
 		}
 	)
-	wg.Go(func() {
-		body, code, err := n.get(ctx, srv.Monitor+"/healthz")
-		switch {
-		case err != nil:
-			healthz = err
-		case code != http.StatusOK:
-			healthz = fmt.Errorf("/healthz: %d %s", code, strings.TrimSpace(string(body)))
-		}
-	})
+	wg.Go(func() { healthz = n.healthz(ctx, srv) })
 	wg.Go(func() { lzErr = n.getJSON(ctx, srv.Monitor+"/leafz", &leafz) })
 	wg.Wait()
 	switch {
