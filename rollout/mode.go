@@ -286,20 +286,38 @@ func (r *Rollout) switchMode(ctx context.Context, plan *Plan, np NodePlan, id id
 // the closure (until it is done the run's cancellation may stop it), install the secrets. It returns
 // the running system and generations, or the failed result.
 func (r *Rollout) modeStart(ctx context.Context, np NodePlan, nr *NodeResult, st Step, steps int, fail func(string, error) NodeResult) (string, []Generation, *NodeResult) {
-	sys := r.Systems[np.Node]
-	st.Progress(ctx, 1, steps, "guard")
-	rs := readRunning(ctx, sys)
-	switch {
-	case rs.currentErr != nil:
-		f := fail("read the running system", rs.currentErr)
-		return "", nil, &f
-	case rs.generationsErr != nil:
-		f := fail("list generations", rs.generationsErr)
-		return "", nil, &f
-	case rs.current != np.Current:
-		f := fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, rs.current))
+	rs, what, err := r.guardRunning(ctx, np, st, steps)
+	if err == nil {
+		what, err = r.deliver(ctx, np, nr, st, steps)
+	}
+	if err != nil {
+		f := fail(what, err)
 		return "", nil, &f
 	}
+	return rs.current, rs.generations, nil
+}
+
+// guardRunning reads what the node runs and checks that it still runs what the plan saw. On failure
+// it returns the step that failed and why.
+func (r *Rollout) guardRunning(ctx context.Context, np NodePlan, st Step, steps int) (runningState, string, error) {
+	st.Progress(ctx, 1, steps, "guard")
+	rs := readRunning(ctx, r.Systems[np.Node])
+	switch {
+	case rs.currentErr != nil:
+		return rs, "read the running system", rs.currentErr
+	case rs.generationsErr != nil:
+		return rs, "list generations", rs.generationsErr
+	case rs.current != np.Current:
+		return rs, "guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, rs.current)
+	}
+	return rs, "", nil
+}
+
+// deliver puts the target on the node: the closure (the pre-copy's, when it succeeded, else copied
+// now; none for an existing generation), then the secrets. On failure it returns the step that failed
+// and why; nr gets what was copied.
+func (r *Rollout) deliver(ctx context.Context, np NodePlan, nr *NodeResult, st Step, steps int) (string, error) {
+	sys := r.Systems[np.Node]
 	copied := false
 	if np.precopy != nil {
 		select {
@@ -308,8 +326,7 @@ func (r *Rollout) modeStart(ctx context.Context, np NodePlan, nr *NodeResult, st
 				nr.Copied, nr.Copy, copied = len(c.copied.Missing), c.copied.Duration, true
 			}
 		case <-ctx.Done():
-			f := fail("copy closure", context.Cause(ctx))
-			return "", nil, &f
+			return "copy closure", context.Cause(ctx)
 		}
 	}
 	if !copied && np.TargetGeneration == 0 {
@@ -319,17 +336,15 @@ func (r *Rollout) modeStart(ctx context.Context, np NodePlan, nr *NodeResult, st
 		cancel()
 		nr.Copied, nr.Copy = len(c.Missing), c.Duration
 		if err != nil {
-			f := fail("copy closure", err)
-			return "", nil, &f
+			return "copy closure", err
 		}
 	}
 	if r.Secrets != nil {
 		if err := r.Secrets.Install(ctx, np.Node, sys); err != nil {
-			f := fail("install secrets", err)
-			return "", nil, &f
+			return "install secrets", err
 		}
 	}
-	return rs.current, rs.generations, nil
+	return "", nil
 }
 
 // modeResult starts a NodeResult of np and the func that fails it.

@@ -456,17 +456,11 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	const steps = 5
 
 	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
-	st.Progress(ctx, 1, steps, "guard")
-	rs := readRunning(ctx, sys)
-	cur, gens := rs.current, rs.generations
-	switch {
-	case rs.currentErr != nil:
-		return fail("read the running system", rs.currentErr)
-	case rs.generationsErr != nil:
-		return fail("list generations", rs.generationsErr)
-	case cur != np.Current:
-		return fail("guard", fmt.Errorf("the node changed since the plan: it ran %s, now %s", np.Current, cur))
+	rs, what, err := r.guardRunning(ctx, np, st, steps)
+	if err != nil {
+		return fail(what, err)
 	}
+	cur, gens := rs.current, rs.generations
 	back := switchBack(np, cur, gens) // a test activation goes back to the boot default (mode.go)
 	if back.Number == 0 {
 		return fail("guard", fmt.Errorf("the running system %s is no generation of the profile", cur))
@@ -474,34 +468,10 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	nr.FromGeneration = back.Number
 
 	// 2. Copy: until it is done nothing has changed on the node, so the run's cancellation may stop it.
-	copied := false
-	if np.precopy != nil {
-		select {
-		case c := <-np.precopy:
-			if c.err == nil {
-				nr.Copied, nr.Copy, copied = len(c.copied.Missing), c.copied.Duration, true
-			}
-		case <-ctx.Done():
-			return fail("copy closure", context.Cause(ctx))
-		}
-	}
-	if !copied && np.TargetGeneration == 0 {
-		st.Progress(ctx, 2, steps, "copy closure")
-		cctx, cancel := context.WithTimeout(ctx, cfg.CopyTimeout)
-		copied, err := sys.Copy(cctx, np.Target)
-		cancel()
-		nr.Copied, nr.Copy = len(copied.Missing), copied.Duration
-		if err != nil {
-			return fail("copy closure", err)
-		}
-	}
-
-	// 2b. Secrets: the files the new system reads outside the Nix store. The running system reads
+	// Then the secrets: the files the new system reads outside the Nix store. The running system reads
 	// them only when it restarts or reloads, so installing them before the switch is safe.
-	if r.Secrets != nil {
-		if err := r.Secrets.Install(ctx, np.Node, sys); err != nil {
-			return fail("install secrets", err)
-		}
+	if what, err := r.deliver(ctx, np, &nr, st, steps); err != nil {
+		return fail(what, err)
 	}
 
 	// From here on the node is finished or rolled back, whatever happens to the run.
