@@ -2,7 +2,6 @@ package rollout_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
 	"os"
@@ -77,11 +76,10 @@ func TestNATSPingOverClientTLS(t *testing.T) {
 	if _, err := gate("").Ping(t.Context(), "n1", 1); err == nil {
 		t.Error("Ping without TLS: the server requires TLS, want an error")
 	}
-	var unknown x509.UnknownAuthorityError
 	if _, err := gate(otherFile).Ping(t.Context(), "n1", 1); err == nil {
 		t.Error("Ping with another CA: want the server's certificate refused")
 	} else if !strings.Contains(err.Error(), "certificate") {
-		t.Errorf("Ping with another CA: %v, want a certificate error (%T)", err, unknown)
+		t.Errorf("Ping with another CA: %v, want a certificate error", err)
 	}
 }
 
