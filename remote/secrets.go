@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 )
 
 // MaxSecretSize bounds one secret file (a PEM certificate or key is a few KiB): a larger file is
@@ -87,24 +88,43 @@ func readSecret(file string) ([]byte, error) {
 	return data, nil
 }
 
-// installSecretScript writes standard input to $1/$3 owned by $2, mode 0400, through a temporary
-// file in the same directory and a rename. The values arrive as arguments, never as shell code.
-const installSecretScript = `set -eu
-dir=$1 owner=$2 name=$3
+// installSecretsScript writes the files named in its arguments ($1 the directory, $2 the owner, then
+// a name and a size in bytes for each file) from standard input, one after the other, owned by the
+// owner, mode 0400: each into a temporary directory beside them (checked for its size), then all
+// renamed into the directory, each rename atomic. One command for all of a node's files: one
+// session's set-up, not one per file. The values arrive as arguments, never as shell code; the
+// contents on standard input only. head -c reads no more than it writes (coreutils).
+const installSecretsScript = `set -eu
+dir=$1 owner=$2
+shift 2
 umask 077
 mkdir -p -- "$dir"
 chown -- "$owner:" "$dir"
 chmod 0700 -- "$dir"
-tmp=$(mktemp -- "$dir/.$name.XXXXXX")
-trap 'rm -f -- "$tmp"' EXIT
-cat >"$tmp"
-chown -- "$owner:" "$tmp"
-chmod 0400 -- "$tmp"
-mv -f -- "$tmp" "$dir/$name"
-trap - EXIT
+work=$(mktemp -d -- "$dir/.install.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+n=$#
+i=0
+while [ "$i" -lt "$n" ]; do
+	name=$1 size=$2
+	shift 2
+	head -c "$size" >"$work/$name"
+	got=$(wc -c <"$work/$name")
+	if [ "$got" -ne "$size" ]; then
+		echo "$name: $got of $size bytes arrived" >&2
+		exit 1
+	fi
+	set -- "$@" "$name"
+	i=$((i + 2))
+done
+cd -- "$work"
+chown -- "$owner:" "$@"
+chmod 0400 -- "$@"
+mv -f -t "$dir" -- "$@"
 `
 
-// Install reads node's files (as Check does) and writes each on the node through r.
+// Install reads node's files (as Check does) and writes them all on the node through r, in one
+// command (installSecretsScript).
 func (s SecretsDir) Install(ctx context.Context, node string, r Runner) error {
 	files, err := s.read(node)
 	if err != nil {
@@ -113,12 +133,19 @@ func (s SecretsDir) Install(ctx context.Context, node string, r Runner) error {
 	if !filepath.IsAbs(s.RemoteDir) || filepath.Clean(s.RemoteDir) != s.RemoteDir {
 		return fmt.Errorf("secrets directory %q on node %s: want a clean absolute path", s.RemoteDir, node)
 	}
+	if len(s.Files) == 0 {
+		return nil
+	}
+	args := []string{s.RemoteDir, s.Owner}
+	var stdin bytes.Buffer
 	for _, name := range s.Files {
-		err := r.Run(ctx, Cmd{Argv: Script(installSecretScript, s.RemoteDir, s.Owner, name),
-			Stdin: bytes.NewReader(files[name]), Stdout: io.Discard, Step: "install secret " + s.RemoteDir + "/" + name})
-		if err != nil {
-			return err
-		}
+		args = append(args, name, strconv.Itoa(len(files[name])))
+		stdin.Write(files[name])
+	}
+	err = r.Run(ctx, Cmd{Argv: Script(installSecretsScript, args...), Stdin: &stdin, Stdout: io.Discard,
+		Step: fmt.Sprintf("install %d secrets in %s", len(s.Files), s.RemoteDir)})
+	if err != nil {
+		return fmt.Errorf("install secrets of node %s in %s: %w", node, s.RemoteDir, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -123,5 +124,50 @@ func TestSecretsDirErrorsHoldNoSecret(t *testing.T) {
 	err := s.Install(t.Context(), "nats-1", localRunner{})
 	if err == nil || strings.Contains(err.Error(), "PRIVATE-KEY-MATERIAL") {
 		t.Errorf("install as an unknown owner: %v", err)
+	}
+}
+
+// truncatingRunner hands the command only the first n bytes of its standard input, as a connection
+// cut mid-transfer would.
+type truncatingRunner struct{ n int64 }
+
+func (r truncatingRunner) Run(ctx context.Context, cmd remote.Cmd) error {
+	cmd.Stdin = io.LimitReader(cmd.Stdin, r.n)
+	return localRunner{}.Run(ctx, cmd)
+}
+
+// TestSecretsDirInstallAllOrNothing: the files travel one after the other on one command's standard
+// input (the largest allowed among them, so a read past a file's end would show); when fewer bytes
+// arrive than were sent, the install fails naming the file and leaves the installed files as they
+// were, with no temporary file behind.
+func TestSecretsDirInstallAllOrNothing(t *testing.T) {
+	t.Parallel()
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, node := t.TempDir(), filepath.Join(t.TempDir(), "secrets")
+	big := strings.Repeat("k", remote.MaxSecretSize)
+	writeSecrets(t, local, "nats-1", map[string]string{"ca.pem": "CA-1", "node-key.pem": big, "node.pem": "CERT-1"})
+	s := remote.SecretsDir{Dir: local, Files: []string{"ca.pem", "node-key.pem", "node.pem"}, RemoteDir: node, Owner: me.Username}
+	if err := s.Install(t.Context(), "nats-1", localRunner{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"ca.pem": "CA-1", "node-key.pem": big, "node.pem": "CERT-1"} {
+		if data, err := os.ReadFile(filepath.Join(node, name)); err != nil || string(data) != want {
+			t.Errorf("%s: %d bytes, %v; want %d bytes", name, len(data), err, len(want))
+		}
+	}
+	writeSecrets(t, local, "nats-1", map[string]string{"ca.pem": "CA-2", "node-key.pem": "KEY-2", "node.pem": "CERT-2"})
+	err = s.Install(t.Context(), "nats-1", truncatingRunner{n: 6})
+	if err == nil || !strings.Contains(err.Error(), "node-key.pem: 2 of 5 bytes arrived") {
+		t.Errorf("install cut short: %v, want the file and its bytes named", err)
+	}
+	entries, _ := os.ReadDir(node)
+	if len(entries) != 3 {
+		t.Errorf("secrets directory holds %v after a failed install, want the three files only", entries)
+	}
+	if data, _ := os.ReadFile(filepath.Join(node, "ca.pem")); string(data) != "CA-1" {
+		t.Errorf("ca.pem = %q after a failed install, want the old CA-1", data)
 	}
 }

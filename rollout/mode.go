@@ -282,14 +282,10 @@ func (r *Rollout) switchMode(ctx context.Context, plan *Plan, np NodePlan, id id
 	return NodeResult{}, false
 }
 
-// modeStart is the beginning every mode shares: guard (the node still runs what the plan saw), copy
-// the closure (until it is done the run's cancellation may stop it), install the secrets. It returns
-// the running system and generations, or the failed result.
+// modeStart is the beginning every mode shares (prepare): guard and copy, then the secrets. It
+// returns the running system and generations, or the failed result.
 func (r *Rollout) modeStart(ctx context.Context, np NodePlan, nr *NodeResult, st Step, steps int, fail func(string, error) NodeResult) (string, []Generation, *NodeResult) {
-	rs, what, err := r.guardRunning(ctx, np, st, steps)
-	if err == nil {
-		what, err = r.deliver(ctx, np, nr, st, steps)
-	}
+	rs, what, err := r.prepare(ctx, np, nr, st, steps, nil)
 	if err != nil {
 		f := fail(what, err)
 		return "", nil, &f
@@ -297,10 +293,45 @@ func (r *Rollout) modeStart(ctx context.Context, np NodePlan, nr *NodeResult, st
 	return rs.current, rs.generations, nil
 }
 
+// prepare is what comes before a node's activation in every mode. The guard: the node still runs what
+// the plan saw (the plan may be minutes old), and check (nil: none) accepts it. Beside the guard, the
+// closure's copy: a copy changes nothing the node runs, so it need not wait for the guard (until it is
+// done the run's cancellation may stop it; a failed guard stops it). Then, once both are done, the
+// secrets: the files the new system reads outside the Nix store; the running system reads them only
+// when it restarts or reloads, so installing them before the switch is safe. On failure it returns the
+// step that failed and why; nr gets what was copied.
+func (r *Rollout) prepare(ctx context.Context, np NodePlan, nr *NodeResult, st Step, steps int, check func(runningState) error) (runningState, string, error) {
+	st.Progress(ctx, 1, steps, "guard, copy closure")
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	copied := make(chan closureCopy, 1) // buffered: the copier never blocks on a guard that failed
+	go func() { copied <- r.copyClosure(cctx, np) }()
+	rs, what, err := r.guardRunning(ctx, np)
+	if err == nil && check != nil {
+		what, err = "guard", check(rs)
+	}
+	if err != nil {
+		cancel()
+		<-copied
+		return rs, what, err
+	}
+	c := <-copied
+	nr.Copied, nr.Copy = c.paths, c.took
+	if c.err != nil {
+		return rs, "copy closure", c.err
+	}
+	if r.Secrets != nil {
+		st.Progress(ctx, 2, steps, "install secrets")
+		if err := r.Secrets.Install(ctx, np.Node, r.Systems[np.Node]); err != nil {
+			return rs, "install secrets", err
+		}
+	}
+	return rs, "", nil
+}
+
 // guardRunning reads what the node runs and checks that it still runs what the plan saw. On failure
 // it returns the step that failed and why.
-func (r *Rollout) guardRunning(ctx context.Context, np NodePlan, st Step, steps int) (runningState, string, error) {
-	st.Progress(ctx, 1, steps, "guard")
+func (r *Rollout) guardRunning(ctx context.Context, np NodePlan) (runningState, string, error) {
 	rs := readRunning(ctx, r.Systems[np.Node])
 	switch {
 	case rs.currentErr != nil:
@@ -313,38 +344,33 @@ func (r *Rollout) guardRunning(ctx context.Context, np NodePlan, st Step, steps 
 	return rs, "", nil
 }
 
-// deliver puts the target on the node: the closure (the pre-copy's, when it succeeded, else copied
-// now; none for an existing generation), then the secrets. On failure it returns the step that failed
-// and why; nr gets what was copied.
-func (r *Rollout) deliver(ctx context.Context, np NodePlan, nr *NodeResult, st Step, steps int) (string, error) {
-	sys := r.Systems[np.Node]
-	copied := false
+// closureCopy is how a node's closure got there: the paths copied, how long it took, why it failed.
+type closureCopy struct {
+	paths int
+	took  time.Duration
+	err   error
+}
+
+// copyClosure puts the target's closure on the node: the pre-copy's, when it succeeded, else copied
+// now; none for an existing generation.
+func (r *Rollout) copyClosure(ctx context.Context, np NodePlan) closureCopy {
 	if np.precopy != nil {
 		select {
 		case c := <-np.precopy:
 			if c.err == nil {
-				nr.Copied, nr.Copy, copied = len(c.copied.Missing), c.copied.Duration, true
+				return closureCopy{paths: len(c.copied.Missing), took: c.copied.Duration}
 			}
 		case <-ctx.Done():
-			return "copy closure", context.Cause(ctx)
+			return closureCopy{err: context.Cause(ctx)}
 		}
 	}
-	if !copied && np.TargetGeneration == 0 {
-		st.Progress(ctx, 2, steps, "copy closure")
-		cctx, cancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
-		c, err := sys.Copy(cctx, np.Target)
-		cancel()
-		nr.Copied, nr.Copy = len(c.Missing), c.Duration
-		if err != nil {
-			return "copy closure", err
-		}
+	if np.TargetGeneration != 0 {
+		return closureCopy{}
 	}
-	if r.Secrets != nil {
-		if err := r.Secrets.Install(ctx, np.Node, sys); err != nil {
-			return "install secrets", err
-		}
-	}
-	return "", nil
+	cctx, cancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
+	defer cancel()
+	c, err := r.Systems[np.Node].Copy(cctx, np.Target)
+	return closureCopy{paths: len(c.Missing), took: c.Duration, err: err}
 }
 
 // modeResult starts a NodeResult of np and the func that fails it.

@@ -264,10 +264,21 @@ type runningState struct {
 	generationsErr error
 }
 
-// readRunning reads the system a node runs and its profile's generations at once (two commands side
-// by side on its connection: one round trip's wait, not two).
+// RunningReader is a System that reads the system it runs and its profile's generations in one
+// command (SSHSystem): what Current and Generations return, in one round trip and one session.
+type RunningReader interface {
+	Running(ctx context.Context) (current string, gens []Generation, err error)
+}
+
+// readRunning reads the system a node runs and its profile's generations at once: in one command when
+// sys is a RunningReader, else two commands side by side on its connection (one round trip's wait,
+// not two).
 func readRunning(ctx context.Context, sys System) runningState {
 	var rs runningState
+	if rr, ok := sys.(RunningReader); ok {
+		cur, gens, err := rr.Running(ctx)
+		return runningState{current: cur, currentErr: err, generations: gens, generationsErr: err}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -455,24 +466,20 @@ func (r *Rollout) switchNode(ctx context.Context, plan *Plan, np NodePlan, id id
 	}
 	const steps = 5
 
-	// 1. Guard: the plan may be minutes old; the node must still run what it ran then.
-	rs, what, err := r.guardRunning(ctx, np, st, steps)
+	// 1. Guard, beside the closure's copy; then the secrets (prepare). The node must run a generation
+	// of its profile: the one a failure goes back to.
+	var back Generation
+	_, what, err := r.prepare(ctx, np, &nr, st, steps, func(rs runningState) error {
+		back = switchBack(np, rs.current, rs.generations) // a test activation goes back to the boot default (mode.go)
+		if back.Number == 0 {
+			return fmt.Errorf("the running system %s is no generation of the profile", rs.current)
+		}
+		return nil
+	})
 	if err != nil {
 		return fail(what, err)
 	}
-	cur, gens := rs.current, rs.generations
-	back := switchBack(np, cur, gens) // a test activation goes back to the boot default (mode.go)
-	if back.Number == 0 {
-		return fail("guard", fmt.Errorf("the running system %s is no generation of the profile", cur))
-	}
 	nr.FromGeneration = back.Number
-
-	// 2. Copy: until it is done nothing has changed on the node, so the run's cancellation may stop it.
-	// Then the secrets: the files the new system reads outside the Nix store. The running system reads
-	// them only when it restarts or reloads, so installing them before the switch is safe.
-	if what, err := r.deliver(ctx, np, &nr, st, steps); err != nil {
-		return fail(what, err)
-	}
 
 	// From here on the node is finished or rolled back, whatever happens to the run.
 	node := context.WithoutCancel(ctx)

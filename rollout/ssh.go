@@ -87,6 +87,26 @@ func (s *SSHSystem) Generations(ctx context.Context) ([]Generation, error) {
 	return parseGenerations(out)
 }
 
+// runningScript prints the system /run/current-system points at (an empty line when none), then
+// generationsScript's lines for profile $1.
+const runningScript = `cur=$(readlink /run/current-system) || cur=
+printf '%s\n' "$cur"
+` + generationsScript
+
+// Running implements RunningReader: Current and Generations in one command (runningScript).
+func (s *SSHSystem) Running(ctx context.Context) (string, []Generation, error) {
+	out, err := s.output(ctx, "read /run/current-system and list generations", remote.Script(runningScript, SystemProfile)...)
+	if err != nil {
+		return "", nil, err
+	}
+	cur, rest, ok := strings.Cut(out, "\n")
+	if !ok {
+		return "", nil, fmt.Errorf("read /run/current-system: unexpected output %q", out)
+	}
+	gens, err := parseGenerations(rest)
+	return strings.TrimSpace(cur), gens, err
+}
+
 func parseGenerations(out string) ([]Generation, error) {
 	var gens []Generation
 	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
