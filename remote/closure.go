@@ -29,6 +29,7 @@ type Copied struct {
 	Missing  []string      `json:"missing"` // the paths the node lacked and now has, references first
 	Sent     int64         `json:"sent"`    // bytes of the export stream sent (0 with nix-copy)
 	Method   string        `json:"method"`
+	From     string        `json:"from,omitempty"` // the node the paths were fetched from (Fan), "" for this process
 	Duration time.Duration `json:"duration_ns"`
 }
 
@@ -68,6 +69,21 @@ func (s NixStore) Closure(ctx context.Context, paths []string) ([]string, error)
 		return nil, fmt.Errorf("nix-store --query --requisites: %w%s", err, detail(stderr.String()))
 	}
 	return strings.Fields(stdout.String()), nil
+}
+
+// Hashes runs nix-store --query --hash: the NAR hash of each path, in order.
+func (s NixStore) Hashes(ctx context.Context, paths []string) ([]string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := s.command(ctx, append([]string{"--query", "--hash", "--"}, paths...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("nix-store --query --hash: %w%s", err, detail(stderr.String()))
+	}
+	hashes := strings.Fields(stdout.String())
+	if len(hashes) != len(paths) {
+		return nil, fmt.Errorf("nix-store --query --hash: %d hashes for %d paths", len(hashes), len(paths))
+	}
+	return hashes, nil
 }
 
 // Export runs nix-store --export.

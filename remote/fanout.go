@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -71,11 +72,6 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 	if len(nodes) == 0 {
 		return nil
 	}
-	for _, n := range nodes[1:] {
-		if n.pool != nodes[0].pool {
-			return fmt.Errorf("%s: not of the first node's pool", n.name)
-		}
-	}
 	first, err := nodes[0].CopyClosure(ctx, paths)
 	if err != nil {
 		return err
@@ -89,41 +85,11 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 	if err != nil {
 		return err
 	}
-	key, err := newFanKey()
+	f, err := NewFan(ctx, nodes)
 	if err != nil {
 		return err
 	}
-	// Authorize the key everywhere first (every node may serve), and take it away at the end.
-	defer func() {
-		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), nodes[0].pool.cfg.ConnectTimeout+30*time.Second)
-		defer cancel()
-		var g errgroup.Group
-		g.SetLimit(8)
-		for _, n := range nodes {
-			g.Go(func() error {
-				return n.Run(cleanup, Cmd{Argv: Script(unauthorizeScript, key.comment), Step: "remove the fan-out key"})
-			})
-		}
-		err = errors.Join(err, g.Wait())
-	}()
-	hostKeys := make([]string, len(nodes))
-	{
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(8)
-		for i, n := range nodes {
-			g.Go(func() error {
-				if err := n.Run(gctx, Cmd{Argv: Script(authorizeScript, key.authorized), Step: "add the fan-out key"}); err != nil {
-					return err
-				}
-				line, err := n.knownHostsLine(gctx)
-				hostKeys[i] = line
-				return err
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-	}
+	defer func() { err = errors.Join(err, f.Close(ctx)) }()
 	have := []int{0}
 	next := 1
 	for round := 1; next < len(nodes); round++ {
@@ -139,10 +105,10 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 			next++
 			g.Go(func() error {
 				start := time.Now()
-				missing, err := nodes[to].fetch(gctx, nodes[from], hostKeys[from], key, closure, paths)
+				missing, err := f.fetch(gctx, nodes[to], nodes[from], closure, paths)
 				mu.Lock()
 				defer mu.Unlock()
-				res.Copies = append(res.Copies, FanCopy{Node: nodes[to].name, From: nodes[from].name, Missing: missing,
+				res.Copies = append(res.Copies, FanCopy{Node: nodes[to].name, From: nodes[from].name, Missing: len(missing),
 					Round: round, Duration: time.Since(start)})
 				got = append(got, to)
 				return err
@@ -154,6 +120,201 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 		have = append(have, got...)
 	}
 	return nil
+}
+
+// Fan lets nodes copy closures from each other, so that a closure many nodes need leaves this
+// process once: Copy fetches what a node needs from a node that already holds it (node to node, over
+// the nodes' own network), and only the rest from the local store. NewFan makes the nodes' trust in
+// each other for the fan's lifetime and Close undoes it (see Fanout for the key, its restriction and
+// the pinned host keys). Every path fetched is checked against the local store's NAR hash: a node
+// that serves other contents under a path's name fails the copy, and the paths fetched in that copy
+// are deleted again. Safe for concurrent use; each holder serves one fetch at a time.
+type Fan struct {
+	nodes    []*SSHNode
+	key      fanKey
+	hostKeys map[*SSHNode]string
+
+	mu      sync.Mutex
+	holds   map[*SSHNode]map[string]bool // what each node is known to hold: the closures it got through Copy
+	busy    map[*SSHNode]bool            // serving a fetch
+	changed chan struct{}                // closed (and replaced) when holds or busy change
+}
+
+// NewFan authorizes a fresh key on every node of nodes (all of one Pool) and reads their host keys.
+// On failure it takes the key away again.
+func NewFan(ctx context.Context, nodes []*SSHNode) (*Fan, error) {
+	for _, n := range nodes[1:] {
+		if n.pool != nodes[0].pool {
+			return nil, fmt.Errorf("%s: not of the first node's pool", n.name)
+		}
+	}
+	key, err := newFanKey()
+	if err != nil {
+		return nil, err
+	}
+	f := &Fan{nodes: nodes, key: key, hostKeys: map[*SSHNode]string{}, holds: map[*SSHNode]map[string]bool{},
+		busy: map[*SSHNode]bool{}, changed: make(chan struct{})}
+	hostKeys := make([]string, len(nodes))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, n := range nodes {
+		g.Go(func() error {
+			if err := n.Run(gctx, Cmd{Argv: Script(authorizeScript, key.authorized), Step: "add the fan-out key"}); err != nil {
+				return err
+			}
+			line, err := n.knownHostsLine(gctx)
+			hostKeys[i] = line
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, errors.Join(err, f.Close(ctx))
+	}
+	for i, n := range nodes {
+		f.hostKeys[n] = hostKeys[i]
+	}
+	return f, nil
+}
+
+// Close takes the fan's key away from every node (also when ctx is done: on a context of its own,
+// bounded by the connect timeout and 30 s).
+func (f *Fan) Close(ctx context.Context) error {
+	if len(f.nodes) == 0 {
+		return nil
+	}
+	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.nodes[0].pool.cfg.ConnectTimeout+30*time.Second)
+	defer cancel()
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, n := range f.nodes {
+		g.Go(func() error {
+			return n.Run(cleanup, Cmd{Argv: Script(unauthorizeScript, f.key.comment), Step: "remove the fan-out key"})
+		})
+	}
+	return g.Wait()
+}
+
+// Copy copies the closure of paths into node to: the part a holder (a node that got a closure through
+// this Fan) has, fetched from the holder with the most of it, then the rest from the local store
+// (CopyClosure, which sends only what the node still lacks). When every holder with a part is busy it
+// waits for one; with none, or when the fetch fails, it copies all from the local store. The result's
+// Method names the holder ("fan-out from nats-1, then export"), Missing is every path the node lacked
+// and Sent what this process sent. to then holds the closure for later copies.
+func (f *Fan) Copy(ctx context.Context, to *SSHNode, paths []string) (Copied, error) {
+	start := time.Now()
+	closure, err := to.local.Closure(ctx, paths)
+	if err != nil {
+		return Copied{Duration: time.Since(start)}, wrapErr(to.name, "copy closure", err)
+	}
+	holder, part, err := f.holder(ctx, to, closure)
+	if err != nil {
+		return Copied{Duration: time.Since(start)}, wrapErr(to.name, "copy closure", err)
+	}
+	var fetched []string
+	method := ""
+	if holder != nil {
+		fetched, err = f.fetch(ctx, to, holder, part, part)
+		f.release(holder)
+		if err != nil {
+			to.pool.log.Warn("fetching the closure from another node failed; copying it from here", "host", to.name,
+				"from", holder.name, "err", err)
+			fetched = nil
+		} else {
+			method = "fan-out from " + holder.name + ", then "
+		}
+	}
+	res, err := to.CopyClosure(ctx, paths)
+	res.Method = method + res.Method
+	if fetched != nil {
+		res.From = holder.name
+	}
+	res.Missing = append(fetched, res.Missing...)
+	res.Duration = time.Since(start)
+	if err != nil {
+		return res, err
+	}
+	set := make(map[string]bool, len(closure))
+	for _, p := range closure {
+		set[p] = true
+	}
+	f.mu.Lock()
+	f.holds[to] = set
+	f.signal()
+	f.mu.Unlock()
+	return res, nil
+}
+
+// holder picks the holder for to's closure and marks it busy: the one that holds the most of it, and
+// which part (in closure order, so a path's references come first). nil when no holder has any of it.
+func (f *Fan) holder(ctx context.Context, to *SSHNode, closure []string) (*SSHNode, []string, error) {
+	if _, ok := f.hostKeys[to]; !ok {
+		return nil, nil, fmt.Errorf("%s is not a node of the fan-out", to.name)
+	}
+	for {
+		f.mu.Lock()
+		var best *SSHNode
+		bestN, waiting := 0, false
+		for h, set := range f.holds {
+			if h == to {
+				continue
+			}
+			n := 0
+			for _, p := range closure {
+				if set[p] {
+					n++
+				}
+			}
+			switch {
+			case n == 0:
+			case f.busy[h]:
+				waiting = true
+			case n > bestN:
+				best, bestN = h, n
+			}
+		}
+		if best != nil {
+			f.busy[best] = true
+			f.signal()
+			f.mu.Unlock()
+			part := make([]string, 0, bestN)
+			for _, p := range closure {
+				if f.holdsPath(best, p) {
+					part = append(part, p)
+				}
+			}
+			return best, part, nil
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		if !waiting {
+			return nil, nil, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+func (f *Fan) holdsPath(h *SSHNode, p string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.holds[h][p]
+}
+
+// release marks holder free again.
+func (f *Fan) release(holder *SSHNode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.busy, holder)
+	f.signal()
+}
+
+// signal wakes the waiters (f.mu held).
+func (f *Fan) signal() {
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // fanKey is a fan-out's key: the private key (OpenSSH PEM), its authorized_keys line and the
@@ -227,36 +388,76 @@ func (n *SSHNode) knownHostsLine(ctx context.Context) (string, error) {
 	return knownhosts.Line([]string{knownhosts.Normalize(n.addr)}, key), nil
 }
 
-// fetch copies the closure of paths (closure: all of it) into n from holder, and returns how many
-// paths n lacked.
-func (n *SSHNode) fetch(ctx context.Context, holder *SSHNode, hostKey string, key fanKey, closure, paths []string) (int, error) {
-	missing := 0
+// fetch copies the closure of paths (closure: all of it, references first) into n from holder, and
+// returns the paths n lacked. Every one of them is then checked against the local store's NAR hash;
+// on a mismatch (or a path still missing) the paths fetched are deleted from n again.
+func (f *Fan) fetch(ctx context.Context, n, holder *SSHNode, closure, paths []string) ([]string, error) {
+	var missing []string
 	for _, b := range batch(closure) {
 		invalid, err := n.invalid(ctx, b)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		missing += len(invalid)
+		missing = append(missing, invalid...)
 	}
-	if missing == 0 {
-		return 0, nil
+	if len(missing) == 0 {
+		return nil, nil
 	}
 	host, port := splitAddr(holder.addr)
 	for _, b := range batch(paths) {
-		argv := append(Script(fetchScript, host, port, hostKey), b...)
-		if err := n.Run(ctx, Cmd{Argv: argv, Stdin: strings.NewReader(string(key.private)), Stdout: &capWriter{max: 1 << 20},
+		argv := append(Script(fetchScript, host, port, f.hostKeys[holder]), b...)
+		if err := n.Run(ctx, Cmd{Argv: argv, Stdin: strings.NewReader(string(f.key.private)), Stdout: &capWriter{max: 1 << 20},
 			Step: fmt.Sprintf("nix copy --from %s (%d paths)", holder.name, len(b))}); err != nil {
 			return missing, err
 		}
 	}
-	for _, b := range batch(closure) {
-		invalid, err := n.invalid(ctx, b)
-		if err != nil {
-			return missing, err
+	if err := n.verify(ctx, holder, missing); err != nil {
+		if derr := n.Run(context.WithoutCancel(ctx), Cmd{Argv: append([]string{"nix-store", "--delete", "--"}, missing...),
+			Stdout: io.Discard, Step: fmt.Sprintf("delete the %d paths fetched from %s", len(missing), holder.name)}); derr != nil {
+			err = fmt.Errorf("%w; deleting the fetched paths: %w", err, derr)
 		}
-		if len(invalid) > 0 {
-			return missing, fmt.Errorf("%s: after nix copy --from %s, still lacks %q", n.name, holder.name, invalid)
-		}
+		return missing, err
 	}
 	return missing, nil
+}
+
+// verify checks that n holds every path of paths with the NAR hash the local store has for it.
+func (n *SSHNode) verify(ctx context.Context, holder *SSHNode, paths []string) error {
+	hs, ok := n.local.(hasher)
+	for _, b := range batch(paths) {
+		invalid, err := n.invalid(ctx, b)
+		if err != nil {
+			return err
+		}
+		if len(invalid) > 0 {
+			return fmt.Errorf("%s: after nix copy --from %s, still lacks %q", n.name, holder.name, invalid)
+		}
+		if !ok {
+			continue
+		}
+		want, err := hs.Hashes(ctx, b)
+		if err != nil {
+			return err
+		}
+		out, err := n.Output(ctx, 0, append([]string{"nix-store", "--query", "--hash", "--"}, b...)...)
+		if err != nil {
+			return err
+		}
+		got := strings.Fields(string(out))
+		if len(got) != len(b) {
+			return fmt.Errorf("%s: nix-store --query --hash printed %d hashes for %d paths", n.name, len(got), len(b))
+		}
+		for i, p := range b {
+			if got[i] != want[i] {
+				return fmt.Errorf("%s: %s from %s has NAR hash %s, the local store %s: not the path this process built",
+					n.name, p, holder.name, got[i], want[i])
+			}
+		}
+	}
+	return nil
+}
+
+// hasher is a LocalStore that knows its paths' NAR hashes (NixStore).
+type hasher interface {
+	Hashes(ctx context.Context, paths []string) ([]string, error)
 }

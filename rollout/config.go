@@ -63,6 +63,11 @@ type Config struct {
 	// KeepGoing lets the groups that do not depend on a failed one go on to their end; without it they
 	// finish the node in flight and stop.
 	KeepGoing bool `env:"CIMDEPLOY_ROLLOUT_KEEP_GOING"`
+	// FanOut: when the rollout copies the closures of at least this many nodes (0: never), the nodes
+	// fetch what another node already holds from that node (remote.Fan: a key of the rollout's own,
+	// allowed nix-store --serve only, every path checked against the controller's NAR hash), so a
+	// closure most nodes share leaves the controller once or a few times, not once per node.
+	FanOut int `env:"CIMDEPLOY_ROLLOUT_FAN_OUT, default=0"`
 
 	// SecretsDir is the local directory of the nodes' secrets, <dir>/<node>/<file> (ca.pem, node.pem,
 	// node-key.pem), installed on each node before its switch when the cluster is secured; a node
@@ -132,6 +137,9 @@ func (c Config) Validate() error {
 	}
 	if c.GatePoll > c.GateTimeout && c.GateTimeout > 0 {
 		bad("CIMDEPLOY_ROLLOUT_GATE_POLL %s is longer than CIMDEPLOY_ROLLOUT_GATE_TIMEOUT %s", c.GatePoll, c.GateTimeout)
+	}
+	if c.FanOut < 0 || c.FanOut == 1 {
+		bad("CIMDEPLOY_ROLLOUT_FAN_OUT (--fan-out) %d: want 0 (never) or a number of nodes of at least 2", c.FanOut)
 	}
 	if c.MaxParallel < 1 || c.MaxParallel > MaxMaxParallel {
 		bad("CIMDEPLOY_ROLLOUT_MAX_PARALLEL (--max-parallel) %d: want a number of nodes between 1 and %d", c.MaxParallel, MaxMaxParallel)

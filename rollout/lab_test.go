@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 	// behaviour (activation modes, timers, dropped connections, gates, accounts, secrets) only with the
 	// first.
 	os.Exit(nixtest.Main(func() int { return shared.Main(m) },
-		"-test.skip=^TestLab(Mode|DeadMan|SSHDropped|ControllerKilled|ActivationThatBrokeSSHD|Accounts|SecretsRotated|SwitchInhibitors|ActivationExit2|BrokenCommit|WavesClusterFails)"))
+		"-test.skip=^TestLab(Mode|DeadMan|SSHDropped|ControllerKilled|ActivationThatBrokeSSHD|Accounts|SecretsRotated|SwitchInhibitors|ActivationExit2|BrokenCommit|WavesClusterFails|FanOut)"))
 }
 
 // labConfig is how the rollout reaches the lab: its key and known_hosts, short SSH timeouts.

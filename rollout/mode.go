@@ -316,7 +316,7 @@ func (r *Rollout) prepare(ctx context.Context, np NodePlan, nr *NodeResult, st S
 		return rs, what, err
 	}
 	c := <-copied
-	nr.Copied, nr.Copy = c.paths, c.took
+	nr.Copied, nr.CopiedFrom, nr.Copy = c.paths, c.from, c.took
 	if c.err != nil {
 		return rs, "copy closure", c.err
 	}
@@ -347,6 +347,7 @@ func (r *Rollout) guardRunning(ctx context.Context, np NodePlan) (runningState, 
 // closureCopy is how a node's closure got there: the paths copied, how long it took, why it failed.
 type closureCopy struct {
 	paths int
+	from  string
 	took  time.Duration
 	err   error
 }
@@ -358,7 +359,7 @@ func (r *Rollout) copyClosure(ctx context.Context, np NodePlan) closureCopy {
 		select {
 		case c := <-np.precopy:
 			if c.err == nil {
-				return closureCopy{paths: len(c.copied.Missing), took: c.copied.Duration}
+				return closureCopy{paths: len(c.copied.Missing), from: c.copied.From, took: c.copied.Duration}
 			}
 		case <-ctx.Done():
 			return closureCopy{err: context.Cause(ctx)}

@@ -75,8 +75,10 @@ type NodeResult struct {
 	RolledBack bool `json:"rolled_back,omitempty"`
 	// Destroyed: a removed node's container was destroyed (ActionRemove with DestroyRemoved).
 	Destroyed bool `json:"destroyed,omitempty"`
-	// Copied is how many store paths the node lacked and got.
-	Copied int `json:"copied"`
+	// Copied is how many store paths the node lacked and got; CopiedFrom the node it fetched them
+	// from (Config.FanOut), "" when they came from the controller.
+	Copied     int    `json:"copied"`
+	CopiedFrom string `json:"copied_from,omitempty"`
 
 	Copy       time.Duration `json:"copy_ns"`
 	Activation time.Duration `json:"activation_ns"`
@@ -108,8 +110,12 @@ func (n NodeResult) note() string {
 	case n.Action == ActionProvision:
 		return fmt.Sprintf("provisioned, generation %d, rejoined in %s", n.Generation, n.Rejoin.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("generation %d, activation %s, rejoin %s", n.Generation,
+	note := fmt.Sprintf("generation %d, activation %s, rejoin %s", n.Generation,
 		n.Activation.Round(time.Millisecond), n.Rejoin.Round(time.Millisecond))
+	if n.CopiedFrom != "" {
+		note += ", closure from " + n.CopiedFrom
+	}
+	return note
 }
 
 // Tracker reports the rollout's work per node. The pipeline's rollout stage reports each node as a

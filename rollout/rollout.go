@@ -296,12 +296,14 @@ const precopyLimit = 4
 // a copy changes nothing a node runs, so it need not wait for its node's turn. The copies of the
 // nodes that switch first (precopyOpeners: the first batch of every group that starts at once) run
 // first, side by side, because their switches wait for them; the others follow, during those
-// switches. Each node's NodePlan gets the channel its copy arrives on. The returned func cancels the
-// copies still running and waits for them (Run calls it when it returns). A copy that fails is left to
+// switches. Each node's NodePlan gets the channel its copy arrives on. With Config.FanOut the nodes
+// fetch from each other (fan), and the key that lets them is taken away when the last copy ended. The
+// returned func cancels the copies still running and waits for them (Run calls it when it returns). A copy that fails is left to
 // the node's own switch, which copies again.
 func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	fan := r.fan(ctx, plan, log)
 	slots := make(chan struct{}, precopyLimit)
 	var openerWG sync.WaitGroup
 	openersDone := make(chan struct{}) // closed when the openers' copies ended
@@ -340,7 +342,13 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 			}
 			cctx, ccancel := context.WithTimeout(ctx, r.Config.CopyTimeout)
 			defer ccancel()
-			copied, err := sys.Copy(cctx, np.Target)
+			var copied remote.Copied
+			var err error
+			if n := sshNode(sys); fan != nil && n != nil {
+				copied, err = fan.Copy(cctx, n, []string{np.Target})
+			} else {
+				copied, err = sys.Copy(cctx, np.Target)
+			}
 			if err != nil {
 				log.Warn("closure copy ahead of the switch failed; the node's switch copies again", "node", np.Node, "err", err)
 			}
@@ -351,10 +359,62 @@ func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (st
 		openerWG.Wait()
 		close(openersDone)
 	})
+	ended := make(chan struct{}) // the copies ended, and the nodes' trust in each other with them
+	go func() {
+		defer close(ended)
+		wg.Wait()
+		if fan == nil {
+			return
+		}
+		if err := fan.Close(ctx); err != nil {
+			log.Error("taking the fan-out key away from the nodes failed: remove the lines marked cimdeploy-fanout from their root's authorized_keys",
+				"err", err)
+		}
+	}()
 	return func() {
 		cancel()
-		wg.Wait()
+		<-ended
 	}
+}
+
+// fan is the remote.Fan of the nodes whose closures the plan copies, when Config.FanOut asks for one
+// and they are at least that many and all reached over SSH; nil otherwise, or when it cannot be made
+// (the copies then all come from here).
+func (r *Rollout) fan(ctx context.Context, plan *Plan, log *slog.Logger) *remote.Fan {
+	if r.Config.FanOut < 2 {
+		return nil
+	}
+	var nodes []*remote.SSHNode
+	for _, np := range plan.Nodes {
+		if np.Action != ActionSwitch || np.TargetGeneration != 0 {
+			continue
+		}
+		n := sshNode(r.Systems[np.Node])
+		if n == nil {
+			return nil
+		}
+		nodes = append(nodes, n)
+	}
+	if len(nodes) < r.Config.FanOut {
+		return nil
+	}
+	fan, err := remote.NewFan(ctx, nodes)
+	if err != nil {
+		log.Warn("the nodes cannot fetch closures from each other; every copy comes from here", "err", err)
+		return nil
+	}
+	log.Info("nodes fetch closures from each other", "nodes", len(nodes))
+	return fan
+}
+
+// sshNode is the SSH node of sys, nil when it is none.
+func sshNode(sys System) *remote.SSHNode {
+	s, ok := sys.(*SSHSystem)
+	if !ok {
+		return nil
+	}
+	n, _ := s.Node.(*remote.SSHNode)
+	return n
 }
 
 // precopyOpeners are the nodes whose switches come first: the first batch of every group that depends

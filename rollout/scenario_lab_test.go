@@ -373,3 +373,65 @@ func TestLabNewNodeProvisionedThroughPCT(t *testing.T) {
 	t.Logf("BENCH provisioned nats-3 in %s (container %s, rejoin %s)", res.Node("nats-3").Duration.Round(time.Millisecond),
 		res.Node("nats-3").Activation.Round(time.Millisecond), res.Node("nats-3").Rejoin.Round(time.Millisecond))
 }
+
+// TestLabFanOut: with --fan-out, the node whose switch comes first gets its closure from the
+// controller and the others fetch what it holds from it (or from each other), checked against the
+// controller's hashes; every node switches, and no node keeps the fan-out key afterwards.
+func TestLabFanOut(t *testing.T) {
+	w := newLabWorld(t)
+	ctx := t.Context()
+	w.r.Config.FanOut = 2
+	// A change every node shares, as a nixpkgs bump is: every package the nodes run is rebuilt (the
+	// lab's stub nixpkgs gets one more comment line in each wrapper), so each node's new closure holds
+	// paths the first node's does too.
+	pkgs := filepath.Join(strings.TrimPrefix(w.l.OverrideInputs()["nixpkgs"], "path:"), "pkgs", "default.nix")
+	orig, err := os.ReadFile(pkgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "# lab stand-in for nixpkgs' ${pname}: runs the host's ${target}"
+	if !strings.Contains(string(orig), line) {
+		t.Fatalf("%s: no line %q to change", pkgs, line)
+	}
+	write := func(data []byte) {
+		if err := os.Chmod(pkgs, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pkgs, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { write(orig) })
+	write([]byte(strings.Replace(string(orig), line, line+"\n      # rebuilt by TestLabFanOut", 1)))
+	tops := w.build(t, func(*topology.Topology) {})
+	_, res := w.rollout(ctx, t, rollout.Request{RunID: "lab-fan-out", Commit: "c-fan", Targets: w.targets(tops, "c-fan")})
+	if res.Status != rollout.StatusSuccess {
+		t.Fatalf("rollout %s: %s", res.Status, res.Error)
+	}
+	fetched := 0
+	for _, n := range w.l.Nodes() {
+		nr := res.Node(n.Name())
+		if n.CurrentSystem() != tops[n.Name()] || nr.Status != rollout.StatusSuccess || nr.Copied == 0 {
+			t.Errorf("%s runs %s: %+v", n.Name(), n.CurrentSystem(), nr)
+		}
+		if nr.CopiedFrom != "" {
+			fetched++
+			if nr.CopiedFrom == n.Name() || res.Node(nr.CopiedFrom).Status != rollout.StatusSuccess {
+				t.Errorf("%s fetched from %q", n.Name(), nr.CopiedFrom)
+			}
+		}
+		keys, err := os.ReadFile(filepath.Join(n.Dir(), "home", ".ssh", "authorized_keys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(keys), "cimdeploy-fanout-") {
+			t.Errorf("%s still authorizes the fan-out key", n.Name())
+		}
+	}
+	if fetched != len(w.l.Nodes())-1 {
+		t.Errorf("%d nodes fetched their closure from another node, want all but the first: %+v", fetched, res.Nodes)
+	}
+	if !strings.Contains(w.log.String(), "nodes fetch closures from each other") {
+		t.Error("the rollout did not say the nodes fetch from each other")
+	}
+}

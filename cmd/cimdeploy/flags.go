@@ -103,6 +103,7 @@ func addRolloutFlags(f *pflag.FlagSet, cfg *deploy.Config, force *bool) {
 	}
 	f.BoolVar(&cfg.RevertAll, "revert-all", cfg.RevertAll, "when a node fails, also revert the nodes already switched [CIMDEPLOY_ROLLOUT_REVERT_ALL]")
 	f.IntVar(&c.MaxParallel, "max-parallel", c.MaxParallel, "most nodes switched at once: NATS clusters side by side, leaves and other roles in batches (each cluster still one member at a time) [CIMDEPLOY_ROLLOUT_MAX_PARALLEL]")
+	f.IntVar(&c.FanOut, "fan-out", c.FanOut, "when the closures of at least this many nodes are copied, nodes fetch what another node already holds from it, checked against the local store's hashes (0: never) [CIMDEPLOY_ROLLOUT_FAN_OUT]")
 	f.BoolVar(&c.KeepGoing, "keep-going", c.KeepGoing, "when a group of nodes fails, let the groups that do not depend on it go on to their end [CIMDEPLOY_ROLLOUT_KEEP_GOING]")
 }
 
