@@ -84,7 +84,11 @@ func holder(path string) string {
 	return "pid unknown"
 }
 
-// unlock releases the lock; the file stays, so that no one locks a file about to be removed.
+// unlock releases the lock; the file stays, so that no one locks a file about to be removed. The lock
+// belongs to the open file description, which a child forked by another goroutine holds too until it
+// execs (close-on-exec closes it only then): closing the file alone would leave the lock held for that
+// moment, and the next Open of the directory fail. LOCK_UN releases it for every holder at once.
 func (l *dirLock) unlock() error {
-	return l.f.Close()
+	err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	return errors.Join(err, l.f.Close())
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,5 +114,32 @@ func TestSecondOpenSharesAListeningStore(t *testing.T) {
 	}
 	if strings.Contains(fmt.Sprint(err), first.token) {
 		t.Error("an error shows the token")
+	}
+}
+
+// TestUnlockWhileAForkHoldsTheFile: a child forked by another goroutine holds the lock file's open
+// file description until it execs; the lock is released at unlock all the same, so the next Open of
+// the directory (a command after the store closed, in the same process) gets it.
+func TestUnlockWhileAForkHoldsTheFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forked, err := syscall.Dup(int(l.f.Fd())) // what a fork holds before its exec
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(forked)
+	if err := l.unlock(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := lockDir(dir)
+	if err != nil {
+		t.Fatalf("lock after unlock, while a fork holds the file: %v", err)
+	}
+	if err := again.unlock(); err != nil {
+		t.Fatal(err)
 	}
 }
