@@ -53,14 +53,12 @@ type groupsRun struct {
 	mu         sync.Mutex
 	res        *Result
 	halted     string // why the groups stop (the first failure), "" while they go on
-	newMembers int    // nodes that joined their cluster on the way (provisioned)
 }
 
 // runGroups runs the plan's groups, each in its own goroutine, a group after those it depends on,
 // with at most MaxParallel nodes switching at once, and fills res: the nodes in plan order, the
-// groups, the critical path. It returns how many members the NATS clusters have at the end (the
-// removals, which assume one cluster, gate with it).
-func (r *Rollout) runGroups(ctx context.Context, plan *Plan, tr Tracker, res *Result, log *slog.Logger) int {
+// groups, the critical path.
+func (r *Rollout) runGroups(ctx context.Context, plan *Plan, tr Tracker, res *Result, log *slog.Logger) {
 	if len(plan.Groups) == 0 && len(plan.Nodes) > 0 { // a plan made without NewPlan
 		planWaves(plan, r.Topology, nil, r.Config.maxParallel())
 	}
@@ -104,13 +102,6 @@ func (r *Rollout) runGroups(ctx context.Context, plan *Plan, tr Tracker, res *Re
 		res.CriticalPath = max(res.CriticalPath, cp[run.g.Name])
 		res.Groups = append(res.Groups, GroupResult{Name: run.g.Name, Status: run.status, After: run.g.After, Why: run.why, Sequential: run.seq})
 	}
-	members := gr.newMembers // the members of the NATS clusters at the end: what the removals gate
-	for _, m := range plan.Members {
-		if placeNode(r.Topology, m).role == topology.RoleNATSCluster {
-			members++
-		}
-	}
-	return members
 }
 
 // outcome sets the rollout's status unless a weightier one is set: a failure outweighs a
@@ -276,9 +267,6 @@ func (gr *groupsRun) runGroup(ctx context.Context, run *groupRun) {
 					break
 				}
 				members = append(members, np.Node)
-				gr.mu.Lock()
-				gr.newMembers++
-				gr.mu.Unlock()
 			case np.Action == ActionRecreate:
 				changed = true
 			}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cimdeploy/cimdeploy/gitops/topology"
 	"github.com/cimdeploy/cimdeploy/remote"
 )
 
@@ -159,7 +160,8 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 			p.Problems = append(p.Problems, fmt.Sprintf("removing %s: ", o.Node)+fmt.Sprintf(format, args...))
 		}
 		step := func(s string) { rm.Steps = append(rm.Steps, s) }
-		if o.Reachable {
+		place := placeNode(in.Topology, o.Node)
+		if o.Reachable && topology.RunsNATS(place.role) {
 			step("check that every stream on it has a current copy on another server")
 			switch only := OnlyCopies(o.Streams); {
 			case o.StreamsErr != "":
@@ -176,14 +178,17 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 		switch {
 		case o.Container == string(remote.ContainerRunning):
 			step(fmt.Sprintf("stop its container: pct stop %d", o.VMID))
-		case o.Reachable:
+		case o.Reachable && topology.RunsNATS(place.role):
 			step("stop its NATS server: systemctl stop " + NATSUnit)
 		}
-		step(fmt.Sprintf(`remove it from the JetStream meta group: $JS.API.SERVER.REMOVE {"peer":%q} (system account)`, o.Node))
-		if in.RemoveProblem != "" {
-			problem("%s", in.RemoveProblem)
+		if place.role == topology.RoleNATSCluster {
+			step(fmt.Sprintf(`remove it from the JetStream meta group of cluster %s: $JS.API.SERVER.REMOVE {"peer":%q} (system account)`,
+				place.cluster, o.Node))
+			if in.RemoveProblem != "" {
+				problem("%s", in.RemoveProblem)
+			}
+			step("wait until every remaining member of cluster " + place.cluster + " is healthy without it and out of the meta group")
 		}
-		step("wait until every remaining node is healthy without it and out of the meta group")
 		switch {
 		case !in.DestroyRemoved:
 		case o.Container == "":
@@ -200,8 +205,11 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 	return rest
 }
 
-// removeNode takes rm's node out of the cluster of members servers (itself included).
-func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, members int, st Step, log *slog.Logger) (nr NodeResult) {
+// removeNode takes rm's node out of its NATS cluster; others are removed nodes of the same cluster
+// whose servers still run (taken out after it). A leaf is in no meta group and no other server counts
+// it: it is checked for streams, stopped and recorded. A node of a role without NATS is stopped and
+// recorded.
+func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, others int, st Step, log *slog.Logger) (nr NodeResult) {
 	start := r.now()
 	nr = NodeResult{Node: rm.Node, Action: ActionRemove}
 	defer func() { nr.Duration = r.now().Sub(start) }()
@@ -211,19 +219,24 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 		log.Error("removal failed", "step", what, "err", err)
 		return nr
 	}
+	place := placeNode(r.Topology, rm.Node)
+	member := place.role == topology.RoleNATSCluster
 	mr, ok := r.Cluster.(MetaRemover)
-	if !ok {
+	switch {
+	case !topology.RunsNATS(place.role):
+	case !ok:
 		return fail("remove", errors.New("the cluster cannot take servers out of the JetStream meta group"))
-	}
-	if err := mr.CanRemove(); err != nil {
-		return fail("remove", err)
+	case member:
+		if err := mr.CanRemove(); err != nil {
+			return fail("remove", err)
+		}
 	}
 	node := context.WithoutCancel(ctx) // a node half taken out is worse than one taken out
 	const steps = 5
 
 	// 1. Its streams, again: the plan may be minutes old.
 	st.Progress(ctx, 1, steps, "check the streams on it")
-	if rm.Running {
+	if rm.Running && topology.RunsNATS(place.role) {
 		sctx, cancel := context.WithTimeout(ctx, r.Config.GateTimeout)
 		streams, err := mr.StreamsOn(sctx, rm.Node)
 		cancel()
@@ -259,7 +272,7 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 	}
 	switch sys, _ := r.Systems[rm.Node].(ServiceStopper); {
 	case stopped:
-	case sys != nil && rm.Running:
+	case sys != nil && rm.Running && topology.RunsNATS(place.role):
 		sctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
 		err := sys.StopService(sctx, NATSUnit)
 		cancel()
@@ -268,58 +281,9 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 		}
 	}
 
-	// 3. Out of the meta group, through a remaining node; until a meta leader is elected (it may have
-	// been the one stopped), the request is repeated.
-	st.Progress(ctx, 3, steps, "remove it from the JetStream meta group")
-	vias := r.Topology.NodeNames()
-	err := r.poll(node, r.Config.GateTimeout, nil, func(ctx context.Context) error {
-		var errs []error
-		for _, via := range vias {
-			peers, err := mr.MetaPeers(ctx, via)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if !slices.Contains(peers, rm.Node) {
-				return nil
-			}
-			if err := mr.RemoveServer(ctx, via, rm.Node); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			return errors.New("asked; waiting for the meta group to drop it")
-		}
-		return errors.Join(errs...)
-	})
-	if err != nil {
-		return fail("remove it from the JetStream meta group", fmt.Errorf("within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err))
-	}
-
-	// 4. Every remaining node healthy, clustered with the others only, without it in its meta group.
-	st.Progress(ctx, 4, steps, "health gate of the remaining nodes")
-	peers := members - 1 // the servers left, but the one gated
-	if rm.Running {
-		peers--
-	}
-	for _, n := range vias {
-		err := r.poll(node, r.Config.GateTimeout, nil, func(ctx context.Context) error {
-			if err := r.Cluster.Health(ctx, n, peers); err != nil {
-				return err
-			}
-			mp, err := mr.MetaPeers(ctx, n)
-			if err != nil {
-				return err
-			}
-			if slices.Contains(mp, rm.Node) {
-				// A removal the old leader had not committed before an election is gone with it: ask
-				// again.
-				_ = mr.RemoveServer(ctx, n, rm.Node)
-				return fmt.Errorf("%s still has %s in its meta group (%s)", n, rm.Node, strings.Join(mp, ", "))
-			}
-			return nil
-		})
-		if err != nil {
-			return fail("health gate of "+n, fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err))
+	if member {
+		if what, err := r.leaveMetaGroup(node, mr, rm, place.cluster, others, st, steps); err != nil {
+			return fail(what, err)
 		}
 	}
 
@@ -348,10 +312,76 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, member
 	return nr
 }
 
-// runRemovals takes out the plan's removals, one at a time, after the switches; members counts the
-// servers of the cluster, the removed nodes still running included.
-func (r *Rollout) runRemovals(ctx context.Context, plan *Plan, res *Result, members int, tr Tracker, log *slog.Logger) {
-	for _, rm := range plan.Removals {
+// leaveMetaGroup takes rm's stopped server out of the JetStream meta group of its cluster, through
+// the cluster's remaining members, and waits until each of them is healthy, clustered with the
+// others (and with others, the cluster's removed servers still running) and without it in its meta
+// group. On failure it returns the step that failed and why.
+func (r *Rollout) leaveMetaGroup(node context.Context, mr MetaRemover, rm Removal, cluster string, others int, st Step, steps int) (string, error) {
+	// 3. Out of the meta group, through a remaining member; until a meta leader is elected (it may
+	// have been the one stopped), the request is repeated.
+	st.Progress(node, 3, steps, "remove it from the JetStream meta group")
+	var vias []string
+	for _, n := range r.Topology.NodeNames() {
+		if p := placeNode(r.Topology, n); p.role == topology.RoleNATSCluster && p.cluster == cluster {
+			vias = append(vias, n)
+		}
+	}
+	if len(vias) == 0 {
+		return "remove it from the JetStream meta group", fmt.Errorf("cluster %s has no member left to ask", cluster)
+	}
+	err := r.poll(node, r.Config.GateTimeout, nil, func(ctx context.Context) error {
+		var errs []error
+		for _, via := range vias {
+			peers, err := mr.MetaPeers(ctx, via)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !slices.Contains(peers, rm.Node) {
+				return nil
+			}
+			if err := mr.RemoveServer(ctx, via, rm.Node); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			return errors.New("asked; waiting for the meta group to drop it")
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return "remove it from the JetStream meta group", fmt.Errorf("within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
+	}
+
+	// 4. Every remaining member healthy, clustered with the others only, without it in its meta group.
+	st.Progress(node, 4, steps, "health gate of the remaining nodes")
+	peers := len(vias) - 1 + others // the servers of the cluster left, but the one gated
+	for _, n := range vias {
+		err := r.poll(node, r.Config.GateTimeout, nil, func(ctx context.Context) error {
+			if err := r.Cluster.Health(ctx, n, peers); err != nil {
+				return err
+			}
+			mp, err := mr.MetaPeers(ctx, n)
+			if err != nil {
+				return err
+			}
+			if slices.Contains(mp, rm.Node) {
+				// A removal the old leader had not committed before an election is gone with it: ask
+				// again.
+				_ = mr.RemoveServer(ctx, n, rm.Node)
+				return fmt.Errorf("%s still has %s in its meta group (%s)", n, rm.Node, strings.Join(mp, ", "))
+			}
+			return nil
+		})
+		if err != nil {
+			return "health gate of " + n, fmt.Errorf("not healthy within %s (CIMDEPLOY_ROLLOUT_GATE_TIMEOUT): %w", r.Config.GateTimeout, err)
+		}
+	}
+	return "", nil
+}
+
+// runRemovals takes out the plan's removals, one at a time, after the switches.
+func (r *Rollout) runRemovals(ctx context.Context, plan *Plan, res *Result, tr Tracker, log *slog.Logger) {
+	for i, rm := range plan.Removals {
 		if rm.Deferred != "" {
 			continue
 		}
@@ -362,7 +392,8 @@ func (r *Rollout) runRemovals(ctx context.Context, plan *Plan, res *Result, memb
 		}
 		var nr NodeResult
 		_ = tr.Step(ctx, rm.Node, func(ctx context.Context, st Step) error {
-			nr = r.removeNode(ctx, plan, rm, members, st, log.With("node", rm.Node, "action", ActionRemove))
+			nr = r.removeNode(ctx, plan, rm, stillRunning(r.Topology, rm.Node, plan.Removals[i+1:]), st,
+				log.With("node", rm.Node, "action", ActionRemove))
 			if note := nr.note(); note != "" {
 				st.Note("%s", note)
 			}
@@ -373,8 +404,18 @@ func (r *Rollout) runRemovals(ctx context.Context, plan *Plan, res *Result, memb
 			res.Status, res.Error = StatusFailed, rm.Node+": "+nr.Error
 			return
 		}
-		if rm.Running {
-			members--
+	}
+}
+
+// stillRunning counts the removals of later whose servers run and are members of node's cluster:
+// until they are taken out, the cluster's remaining members still route to them.
+func stillRunning(top *topology.Topology, node string, later []Removal) int {
+	p := placeNode(top, node)
+	n := 0
+	for _, rm := range later {
+		if q := placeNode(top, rm.Node); rm.Running && rm.Deferred == "" && q.role == topology.RoleNATSCluster && q == p {
+			n++
 		}
 	}
+	return n
 }

@@ -181,3 +181,63 @@ func TestRolloutKeepsAContainerAndRefusesToLoseAStream(t *testing.T) {
 		t.Errorf("record of nats-3: %+v", rec)
 	}
 }
+
+// TestRolloutRemovesFromTheirOwnCluster: in a fleet of two clusters with leaves, a removed member of
+// c2 leaves c2's meta group, asked through c2's members, which alone are gated (each routed to the
+// other remaining one); c1 is not asked and keeps its meta group; a removed leaf is stopped and
+// recorded without any meta group.
+func TestRolloutRemovesFromTheirOwnCluster(t *testing.T) {
+	t.Parallel()
+	w := newFleetWorld(t, fleet{clusters: []string{"c1", "c2"}, members: 3, leaves: 1}, fastConfig())
+	w.top.Removed = map[string]topology.Node{}
+	for _, n := range []string{"c2-3", "leaf-c1-1"} {
+		w.top.Removed[n] = w.top.Nodes[n]
+		delete(w.top.Nodes, n)
+		w.proxmox.Attach(w.systems[n].Node)
+		w.proxmox.AddContainer(remote.Container{VMID: w.top.Removed[n].Proxmox.VMID, Hostname: n}, true)
+	}
+	w.cluster.SetStreams("c2-3", rollout.StreamCopy{Account: "APP", Stream: "ORDERS", Replicas: 3, Elsewhere: 2})
+	w.cluster.SetStreams("leaf-c1-1", rollout.StreamCopy{Account: "APP", Stream: "EDGE", Replicas: 1, Elsewhere: 0})
+	ctx := t.Context()
+	plan, err := w.r.Plan(ctx, rollout.Request{RunID: "r1", Commit: "b", Targets: w.targets("b"), Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := map[string]string{}
+	for _, rm := range plan.Removals {
+		steps[rm.Node] = strings.Join(rm.Steps, "\n")
+	}
+	mustContain(t, "c2-3's steps", steps["c2-3"], "meta group of cluster c2", "every remaining member of cluster c2")
+	if strings.Contains(steps["leaf-c1-1"], "meta group") || !strings.Contains(steps["leaf-c1-1"], "pct stop") {
+		t.Errorf("the leaf's steps:\n%s", steps["leaf-c1-1"])
+	}
+	res := w.r.Run(ctx, plan, nil)
+	if res.Status != rollout.StatusSuccess {
+		t.Fatalf("rollout %s: %s\n%s", res.Status, res.Error, w.log)
+	}
+	for _, n := range []string{"c2-3", "leaf-c1-1"} {
+		if nr := res.Node(n); nr == nil || nr.Action != rollout.ActionRemove || nr.Status != rollout.StatusSuccess {
+			t.Errorf("%s: %+v", n, nr)
+		}
+		rec, _, err := rollout.ReadState(ctx, w.store, n)
+		if err != nil || rec.Removed.IsZero() {
+			t.Errorf("record of %s: %+v, %v", n, rec, err)
+		}
+	}
+	if w.cluster.InMeta("c2-3") {
+		t.Error("c2-3 is still in c2's meta group")
+	}
+	for _, n := range []string{"c1-1", "c1-2", "c1-3"} {
+		if !w.cluster.InMeta(n) {
+			t.Errorf("%s left c1's meta group", n)
+		}
+		if err := w.cluster.Health(ctx, n, 2); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	for _, n := range []string{"c2-1", "c2-2"} {
+		if err := w.cluster.Health(ctx, n, 1); err != nil {
+			t.Errorf("%s after the removal: %v", n, err)
+		}
+	}
+}

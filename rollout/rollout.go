@@ -229,9 +229,9 @@ func (r *Rollout) Run(ctx context.Context, plan *Plan, tr Tracker) *Result {
 	}
 	stopCopies := r.precopy(ctx, plan, log)
 	defer stopCopies()
-	members := r.runGroups(ctx, plan, tr, res, log)
+	r.runGroups(ctx, plan, tr, res, log)
 	if res.Status == StatusSuccess {
-		r.runRemovals(ctx, plan, res, members, tr, log)
+		r.runRemovals(ctx, plan, res, tr, log)
 	}
 	log.Info("rollout finished", "status", res.Status, "duration", r.now().Sub(res.Start).Round(time.Millisecond),
 		"critical_path", res.CriticalPath.Round(time.Millisecond))

@@ -62,7 +62,7 @@ func (c *Cluster) StreamsOn(ctx context.Context, node string) ([]StreamCopy, err
 	return slices.Clone(c.streams[node]), nil
 }
 
-// MetaPeers implements rollout.MetaRemover.
+// MetaPeers implements rollout.MetaRemover: the meta group of via's cluster.
 func (c *Cluster) MetaPeers(ctx context.Context, via string) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,7 +71,9 @@ func (c *Cluster) MetaPeers(ctx context.Context, via string) ([]string, error) {
 	}
 	var peers []string
 	for n := range c.meta {
-		peers = append(peers, n)
+		if c.clusterOf[n] == c.clusterOf[via] { // each cluster its own meta group (Join)
+			peers = append(peers, n)
+		}
 	}
 	slices.Sort(peers)
 	return peers, nil
@@ -86,7 +88,7 @@ func (c *Cluster) RemoveServer(ctx context.Context, via, server string) error {
 		return errors.New("needs the NATS system account")
 	case c.answering(via) != nil:
 		return c.answering(via)
-	case !c.meta[server]:
+	case !c.meta[server] || c.clusterOf[server] != c.clusterOf[via]:
 		return fmt.Errorf("$JS.API.SERVER.REMOVE %s: server is not a member of the cluster (code 400, err_code 10044)", server)
 	}
 	delete(c.meta, server)
