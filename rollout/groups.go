@@ -46,13 +46,13 @@ type groupsRun struct {
 	index       map[string]int
 	nodes       []NodeResult
 	// wait ends when the run is cancelled or halted: the waits for slots end with it, never a node.
-	wait       context.Context
-	stopWait   context.CancelFunc
-	keepGoing  bool
-	groups     map[string]*groupRun
-	mu         sync.Mutex
-	res        *Result
-	halted     string // why the groups stop (the first failure), "" while they go on
+	wait      context.Context
+	stopWait  context.CancelFunc
+	keepGoing bool
+	groups    map[string]*groupRun
+	mu        sync.Mutex
+	res       *Result
+	halted    string // why the groups stop (the first failure), "" while they go on
 }
 
 // runGroups runs the plan's groups, each in its own goroutine, a group after those it depends on,
