@@ -31,10 +31,11 @@ func TestMain(m *testing.M) {
 	}
 	// Once per Nix version. With the second, the deploys, rollbacks and provisioning that run nix on both
 	// sides (profiles, generations, templates); the tests of the controller's and the lab's own
-	// behaviour (activation modes, timers, dropped connections, gates, accounts, secrets) only with the
-	// first.
+	// behaviour (activation modes, timers, dropped connections, gates, accounts, secrets, fetches
+	// between nodes, the System contract, whose only nix of the controller is the closure copy that
+	// remote's contract runs with both) only with the first.
 	os.Exit(nixtest.Main(func() int { return shared.Main(m) },
-		"-test.skip=^TestLab(Mode|DeadMan|SSHDropped|ControllerKilled|ActivationThatBrokeSSHD|Accounts|SecretsRotated|SwitchInhibitors|ActivationExit2|BrokenCommit|WavesClusterFails|FanOut)"))
+		"-test.skip=^(TestLab(Mode|DeadMan|SSHDropped|ControllerKilled|ActivationThatBrokeSSHD|Accounts|SecretsRotated|SwitchInhibitors|ActivationExit2|BrokenCommit|WavesClusterFails|FanOut)|TestSystemContract$)"))
 }
 
 // labConfig is how the rollout reaches the lab: its key and known_hosts, short SSH timeouts.
