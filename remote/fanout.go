@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,8 +128,8 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 // the nodes' own network), and only the rest from the local store. NewFan makes the nodes' trust in
 // each other for the fan's lifetime and Close undoes it (see Fanout for the key, its restriction and
 // the pinned host keys). Every path fetched is checked against the local store's NAR hash: a node
-// that serves other contents under a path's name fails the copy, and the paths fetched in that copy
-// are deleted again. Safe for concurrent use; each holder serves one fetch at a time.
+// that serves other contents under a path's name fails the fetch; the paths that arrived in a fetch
+// that failed, for that or any reason, are deleted again, and the copy from here sends them. Safe for concurrent use; each holder serves one fetch at a time.
 type Fan struct {
 	nodes    []*SSHNode
 	key      fanKey
@@ -390,7 +391,7 @@ func (n *SSHNode) knownHostsLine(ctx context.Context) (string, error) {
 
 // fetch copies the closure of paths (closure: all of it, references first) into n from holder, and
 // returns the paths n lacked. Every one of them is then checked against the local store's NAR hash;
-// on a mismatch (or a path still missing) the paths fetched are deleted from n again.
+// when the fetch or the check fails, those of them that arrived are deleted from n again.
 func (f *Fan) fetch(ctx context.Context, n, holder *SSHNode, closure, paths []string) ([]string, error) {
 	var missing []string
 	for _, b := range batch(closure) {
@@ -404,21 +405,55 @@ func (f *Fan) fetch(ctx context.Context, n, holder *SSHNode, closure, paths []st
 		return nil, nil
 	}
 	host, port := splitAddr(holder.addr)
+	var err error
 	for _, b := range batch(paths) {
 		argv := append(Script(fetchScript, host, port, f.hostKeys[holder]), b...)
-		if err := n.Run(ctx, Cmd{Argv: argv, Stdin: strings.NewReader(string(f.key.private)), Stdout: &capWriter{max: 1 << 20},
+		if err = n.Run(ctx, Cmd{Argv: argv, Stdin: strings.NewReader(string(f.key.private)), Stdout: &capWriter{max: 1 << 20},
 			Step: fmt.Sprintf("nix copy --from %s (%d paths)", holder.name, len(b))}); err != nil {
-			return missing, err
+			break
 		}
 	}
-	if err := n.verify(ctx, holder, missing); err != nil {
-		if derr := n.Run(context.WithoutCancel(ctx), Cmd{Argv: append([]string{"nix-store", "--delete", "--"}, missing...),
-			Stdout: io.Discard, Step: fmt.Sprintf("delete the %d paths fetched from %s", len(missing), holder.name)}); derr != nil {
-			err = fmt.Errorf("%w; deleting the fetched paths: %w", err, derr)
+	if err == nil {
+		if err = n.verify(ctx, holder, missing); err == nil {
+			return missing, nil
 		}
-		return missing, err
 	}
-	return missing, nil
+	// What arrived from the holder is not known to be what this process built: it goes again, so that
+	// the copy from here that follows sends it.
+	if derr := n.deleteArrived(context.WithoutCancel(ctx), holder, missing); derr != nil {
+		err = fmt.Errorf("%w; deleting the paths fetched from %s: %w", err, holder.name, derr)
+	}
+	return missing, err
+}
+
+// deleteArrived deletes from n those of paths (missing before a fetch from holder) that it now has.
+func (n *SSHNode) deleteArrived(ctx context.Context, holder *SSHNode, paths []string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.pool.cfg.ConnectTimeout+time.Minute)
+	defer cancel()
+	var arrived []string
+	for _, b := range batch(paths) {
+		invalid, err := n.invalid(ctx, b)
+		if err != nil {
+			return err
+		}
+		still := make(map[string]bool, len(invalid))
+		for _, p := range invalid {
+			still[p] = true
+		}
+		for _, p := range b {
+			if !still[p] {
+				arrived = append(arrived, p)
+			}
+		}
+	}
+	slices.Reverse(arrived) // referrers first: paths come references first, a batch may not hold both
+	for _, b := range batch(arrived) {
+		if err := n.Run(ctx, Cmd{Argv: append([]string{"nix-store", "--delete", "--"}, b...), Stdout: io.Discard,
+			Step: fmt.Sprintf("delete %d paths fetched from %s", len(b), holder.name)}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // verify checks that n holds every path of paths with the NAR hash the local store has for it.
