@@ -27,6 +27,8 @@ func addStoreFlags(f *pflag.FlagSet, c *store.Config) {
 	f.StringVar(&c.DataDir, "data-dir", c.DataDir, "state directory: embedded NATS, cached clones, workspaces, logs [CIMDEPLOY_DATA_DIR]")
 	f.StringVar(&c.URL, "nats-url", c.URL, "external NATS cluster instead of the embedded server [CIMDEPLOY_NATS_URL]")
 	f.StringVar(&c.CredsFile, "nats-creds-file", c.CredsFile, "credentials file for --nats-url [CIMDEPLOY_NATS_CREDS_FILE]")
+	f.StringVar(&c.NkeyFile, "nats-nkey-file", c.NkeyFile, "nkey seed of a user of --nats-url, instead of credentials [CIMDEPLOY_NATS_NKEY_FILE]")
+	f.StringVar(&c.CAFile, "nats-store-ca-file", c.CAFile, "CA of --nats-url's certificates, for servers that require TLS [CIMDEPLOY_NATS_CA_FILE]")
 }
 
 // mapValue is a repeatable name=value flag.

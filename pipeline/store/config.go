@@ -23,8 +23,13 @@ type Config struct {
 	DataDir string `env:"CIMDEPLOY_DATA_DIR, default=.cimdeploy"`
 	// URL of an external NATS cluster (with JetStream). Empty runs the embedded server.
 	URL string `env:"CIMDEPLOY_NATS_URL"`
-	// CredsFile is a NATS credentials file (JWT + nkey seed) for URL.
+	// CredsFile is a NATS credentials file (JWT + nkey seed) for URL; NkeyFile, instead, holds the
+	// nkey seed of a user the servers' accounts name by its public key (a cluster of nkey users, as
+	// cimdeploy's own projection makes). CAFile is the CA (PEM) the servers' certificates are checked
+	// against, for servers that require TLS of their clients.
 	CredsFile string `env:"CIMDEPLOY_NATS_CREDS_FILE"`
+	NkeyFile  string `env:"CIMDEPLOY_NATS_NKEY_FILE"`
+	CAFile    string `env:"CIMDEPLOY_NATS_CA_FILE"`
 	// Listen is host:port on which the embedded server accepts NATS clients, port 0 for any free
 	// port. Empty opens no TCP port at all. The listener has no authentication: keep it on loopback
 	// or a trusted network.
@@ -80,9 +85,16 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("CIMDEPLOY_NATS_REPLICAS %d: want 1 to 5", c.Replicas))
 	}
+	if c.CredsFile != "" && c.NkeyFile != "" {
+		errs = append(errs, errors.New("CIMDEPLOY_NATS_CREDS_FILE and CIMDEPLOY_NATS_NKEY_FILE are both set: one user at a time"))
+	}
 	if c.URL == "" {
-		if c.CredsFile != "" {
-			errs = append(errs, errors.New("CIMDEPLOY_NATS_CREDS_FILE is set without CIMDEPLOY_NATS_URL"))
+		for _, f := range []struct{ name, v string }{
+			{"CIMDEPLOY_NATS_CREDS_FILE", c.CredsFile}, {"CIMDEPLOY_NATS_NKEY_FILE", c.NkeyFile}, {"CIMDEPLOY_NATS_CA_FILE", c.CAFile},
+		} {
+			if f.v != "" {
+				errs = append(errs, fmt.Errorf("%s is set without CIMDEPLOY_NATS_URL", f.name))
+			}
 		}
 		if c.Replicas != 1 {
 			errs = append(errs, fmt.Errorf("CIMDEPLOY_NATS_REPLICAS %d: the embedded server keeps 1 replica", c.Replicas))

@@ -128,12 +128,11 @@ func (s *Store) open(ctx context.Context) error {
 			opts = append(opts, nats.InProcessServer(s.srv), nats.NoReconnect(), nats.Token(s.token))
 		}
 	} else {
-		if s.cfg.CredsFile != "" {
-			if _, err := os.Stat(s.cfg.CredsFile); err != nil {
-				return fmt.Errorf("nats credentials: %w", err)
-			}
-			opts = append(opts, nats.UserCredentials(s.cfg.CredsFile))
+		auth, err := externalAuth(s.cfg)
+		if err != nil {
+			return err
 		}
+		opts = append(opts, auth...)
 		opts = append(opts,
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				if err != nil { // nil: closed on purpose
@@ -157,6 +156,34 @@ func (s *Store) open(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	return s.provision(ctx)
+}
+
+// externalAuth are the client options of an external cluster: its user (creds or nkey seed) and, with
+// a CA, TLS verified against it. Each file is checked first; no error quotes a file's contents.
+func externalAuth(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	for _, f := range []struct{ what, path string }{{"nats credentials", cfg.CredsFile}, {"nats nkey seed", cfg.NkeyFile}, {"nats CA", cfg.CAFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err)
+		}
+	}
+	switch {
+	case cfg.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	case cfg.NkeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(cfg.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey seed %s: %w", cfg.NkeyFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	return opts, nil
 }
 
 // startServer locks DataDir and starts the embedded server in it.
