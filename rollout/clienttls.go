@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,8 +27,8 @@ func clientCA(top *topology.Topology, cfg Config) (string, error) {
 		}
 	}
 	if path == "" {
-		return "", errors.New("the topology requires TLS of NATS clients (ClusterSecured client_tls), so the gate connects with TLS: " +
-			"give the servers' CA (CIMDEPLOY_ROLLOUT_NATS_CA_FILE, or the secrets directory CIMDEPLOY_SECRETS_DIR that holds it)")
+		return "", fmt.Errorf("%w: the topology requires TLS of NATS clients (ClusterSecured client_tls), so the gate connects with TLS: "+
+			"give the servers' CA (CIMDEPLOY_ROLLOUT_NATS_CA_FILE, or the secrets directory CIMDEPLOY_SECRETS_DIR that holds it)", ErrNoNATSAccess)
 	}
 	f, err := os.Open(path)
 	if err != nil {

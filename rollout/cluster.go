@@ -58,6 +58,17 @@ type NATS struct {
 
 var _ Cluster = (*NATS)(nil)
 
+// ErrNoNATSAccess: the settings give no way into the topology's NATS servers (no user for its accounts,
+// no CA for its TLS). Connect then makes a Cluster whose every check fails with why: commands that only
+// read the nodes (generations, status) work without one, and Plan refuses a rollout.
+var ErrNoNATSAccess = errors.New("no access to the NATS servers")
+
+// noAccess is the Cluster of ErrNoNATSAccess.
+type noAccess struct{ err error }
+
+func (u noAccess) Health(context.Context, string, int) error      { return u.err }
+func (u noAccess) Leader(context.Context, string) (string, error) { return "", u.err }
+
 // NewNATS is the cluster of the topology's nodes, with the settings of cfg.
 func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 	if top.Services.NATS == nil {
@@ -65,8 +76,8 @@ func NewNATS(top *topology.Topology, cfg Config) (*NATS, error) {
 	}
 	n := &NATS{Servers: map[string]Server{}, Timeout: cfg.HTTPTimeout, NkeyFile: cfg.SystemNkeyFile, CredsFile: cfg.SystemCredsFile, User: cfg.SystemUser}
 	if top.Accounts != nil && !n.authenticates() {
-		return nil, errors.New("the topology defines NATS accounts, so its servers refuse clients without a user: " +
-			"give the system user's nkey seed (CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE) or credentials (CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE)")
+		return nil, fmt.Errorf("%w: the topology defines NATS accounts, so its servers refuse clients without a user: "+
+			"give the system user's nkey seed (CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE) or credentials (CIMDEPLOY_ROLLOUT_SYSTEM_CREDS_FILE)", ErrNoNATSAccess)
 	}
 	if top.Security != nil && top.Security.ClientTLS {
 		ca, err := clientCA(top, cfg)

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -34,9 +35,13 @@ func Connect(pool *remote.Pool, top *topology.Topology, remoteCfg remote.Config,
 			r.Systems[name] = NewSSHSystem(node, remoteCfg, h, cfg.ReconnectTimeout, logger)
 		}
 	}
-	var err error
-	if r.Cluster, err = NewNATS(top, cfg); err != nil {
+	switch nc, err := NewNATS(top, cfg); {
+	case errors.Is(err, ErrNoNATSAccess):
+		r.Cluster = noAccess{err}
+	case err != nil:
 		return nil, err
+	default:
+		r.Cluster = nc
 	}
 	if remoteCfg.ProxmoxHost != "" {
 		host, err := pool.Client(remoteCfg.ProxmoxSSH(proxmoxName(top)))

@@ -1,6 +1,10 @@
 package rollout_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,8 +14,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/cimdeploy/cimdeploy/gitops/topology"
+	"github.com/cimdeploy/cimdeploy/remote"
 	"github.com/cimdeploy/cimdeploy/rollout"
 )
 
@@ -126,5 +132,54 @@ func TestConfigNkeyFile(t *testing.T) {
 				t.Errorf("Validate quotes the file: %v", err)
 			}
 		})
+	}
+}
+
+// TestConnectWithoutNATSAccess: without a system user for a topology with accounts, Connect still
+// gives the nodes (generations and status read them over SSH), every NATS check says why it cannot
+// run, and Plan refuses any rollout with that reason (no gate could pass, so --force does not help).
+func TestConnectWithoutNATSAccess(t *testing.T) {
+	t.Parallel()
+	top := testTopology(3)
+	top.Accounts = &topology.Accounts{System: []topology.User{{Name: "cimdeploy", NKey: "U"}}}
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, kh := filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := remote.NewPool(remote.Config{User: "root", Port: 22, KeyFile: key, KnownHosts: kh,
+		ConnectTimeout: time.Second, Keepalive: time.Second, KeepaliveMax: 1, MaxSessions: 1, BootTimeout: time.Second,
+		ProxmoxStorage: "local", TemplateDir: "/var/lib/vz/template/cache", ClosureCopy: remote.CopyExport}, remote.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	r, err := rollout.Connect(pool, top, remote.Config{User: "root", Port: 22}, fastConfig(), nil, nil)
+	if err != nil {
+		t.Fatalf("Connect without a system user: %v", err)
+	}
+	if len(r.Systems) != 3 {
+		t.Errorf("systems %v, want the 3 nodes", r.Systems)
+	}
+	if err := r.Cluster.Health(t.Context(), "nats-1", 2); !errors.Is(err, rollout.ErrNoNATSAccess) ||
+		!strings.Contains(err.Error(), "CIMDEPLOY_ROLLOUT_SYSTEM_NKEY_FILE") {
+		t.Errorf("health without access: %v", err)
+	}
+	_, err = r.Plan(t.Context(), rollout.Request{RunID: "r1", Commit: "b", Targets: []rollout.Target{{Node: "nats-1", Toplevel: built("nats-1", "b")}}, Force: true})
+	if !errors.Is(err, rollout.ErrNoNATSAccess) {
+		t.Errorf("Plan without access to NATS (forced): %v", err)
+	}
+	top.Services.NATS = nil
+	if _, err := rollout.Connect(pool, top, remote.Config{User: "root", Port: 22}, fastConfig(), nil, nil); err == nil ||
+		!strings.Contains(err.Error(), "no NATS service") {
+		t.Errorf("Connect of a topology without NATS: %v", err)
 	}
 }

@@ -65,6 +65,9 @@ type Request struct {
 
 // Plan observes every node of the cluster (Observe) and plans the request (NewPlan).
 func (r *Rollout) Plan(ctx context.Context, req Request) (*Plan, error) {
+	if na, ok := r.Cluster.(noAccess); ok {
+		return nil, na.err // no gate could pass: not even --force goes on
+	}
 	obs, leaders, err := r.ObserveLeaders(ctx)
 	if err != nil {
 		return nil, err
