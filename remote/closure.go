@@ -141,8 +141,13 @@ const maxBatch = 96 << 10
 // client with the same key, known_hosts and jump host. Nix imports every path whole or not at all,
 // so a cut connection leaves no partial path behind.
 func (n *SSHNode) CopyClosure(ctx context.Context, paths []string) (Copied, error) {
+	return n.copyClosureOf(ctx, paths, nil)
+}
+
+// copyClosureOf is CopyClosure of paths whose closure the caller has read already (nil: not yet).
+func (n *SSHNode) copyClosureOf(ctx context.Context, paths, closure []string) (Copied, error) {
 	start := time.Now()
-	res, err := n.copyClosure(ctx, paths)
+	res, err := n.copyClosure(ctx, paths, closure)
 	res.Duration = time.Since(start)
 	if err != nil {
 		return res, wrapErr(n.name, "copy closure", err)
@@ -152,7 +157,7 @@ func (n *SSHNode) CopyClosure(ctx context.Context, paths []string) (Copied, erro
 	return res, nil
 }
 
-func (n *SSHNode) copyClosure(ctx context.Context, paths []string) (Copied, error) {
+func (n *SSHNode) copyClosure(ctx context.Context, paths, closure []string) (Copied, error) {
 	res := Copied{Method: n.method}
 	if len(paths) == 0 {
 		return res, nil
@@ -162,9 +167,11 @@ func (n *SSHNode) copyClosure(ctx context.Context, paths []string) (Copied, erro
 			return res, fmt.Errorf("%q is not a store path", p)
 		}
 	}
-	closure, err := n.local.Closure(ctx, paths)
-	if err != nil {
-		return res, err
+	if closure == nil {
+		var err error
+		if closure, err = n.local.Closure(ctx, paths); err != nil {
+			return res, err
+		}
 	}
 	res.Closure = len(closure)
 	for _, p := range closure {

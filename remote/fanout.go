@@ -129,7 +129,8 @@ func fanout(ctx context.Context, nodes []*SSHNode, paths []string, res *Fanned) 
 // each other for the fan's lifetime and Close undoes it (see Fanout for the key, its restriction and
 // the pinned host keys). Every path fetched is checked against the local store's NAR hash: a node
 // that serves other contents under a path's name fails the fetch; the paths that arrived in a fetch
-// that failed, for that or any reason, are deleted again, and the copy from here sends them. Safe for concurrent use; each holder serves one fetch at a time.
+// that failed, for that or any reason, are deleted again, and the copy from here sends them. Safe
+// for concurrent use; each holder serves one fetch at a time.
 type Fan struct {
 	nodes    []*SSHNode
 	key      fanKey
@@ -224,7 +225,7 @@ func (f *Fan) Copy(ctx context.Context, to *SSHNode, paths []string) (Copied, er
 			method = "fan-out from " + holder.name + ", then "
 		}
 	}
-	res, err := to.CopyClosure(ctx, paths)
+	res, err := to.copyClosureOf(ctx, paths, closure)
 	res.Method = method + res.Method
 	if fetched != nil {
 		res.From = holder.name
@@ -276,13 +277,13 @@ func (f *Fan) holder(ctx context.Context, to *SSHNode, closure []string) (*SSHNo
 		if best != nil {
 			f.busy[best] = true
 			f.signal()
-			f.mu.Unlock()
 			part := make([]string, 0, bestN)
 			for _, p := range closure {
-				if f.holdsPath(best, p) {
+				if f.holds[best][p] {
 					part = append(part, p)
 				}
 			}
+			f.mu.Unlock()
 			return best, part, nil
 		}
 		changed := f.changed
@@ -296,12 +297,6 @@ func (f *Fan) holder(ctx context.Context, to *SSHNode, closure []string) (*SSHNo
 			return nil, nil, ctx.Err()
 		}
 	}
-}
-
-func (f *Fan) holdsPath(h *SSHNode, p string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.holds[h][p]
 }
 
 // release marks holder free again.

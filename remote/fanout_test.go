@@ -14,16 +14,7 @@ import (
 // TestFanout copies a new closure to the lab's nodes: the first from here, the second from the
 // first (node to node, with the call's own key), and leaves no key behind.
 func TestFanout(t *testing.T) {
-	l := shared.Get(t)
-	pool, _ := newPool(t, labConfig(l))
-	var nodes []*remote.SSHNode
-	for _, n := range l.Nodes() {
-		sn, err := pool.Node(remote.Host{Name: n.Name(), Addr: n.Address().String()}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, sn)
-	}
+	nodes, l := fanNodes(t, nil)
 	chain := closureChain(t, 3)
 	res, err := remote.Fanout(t.Context(), nodes, []string{chain[2]})
 	if err != nil {
@@ -46,14 +37,8 @@ func TestFanout(t *testing.T) {
 		if have := w.has(t, i, chain); len(have) != 3 {
 			t.Errorf("%s has %q, want all of %q", n.Name(), have, chain)
 		}
-		keys, err := os.ReadFile(filepath.Join(n.Dir(), "home", ".ssh", "authorized_keys"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(keys), "cimdeploy-fanout-") {
-			t.Errorf("%s: the fan-out key is still authorized:\n%s", n.Name(), keys)
-		}
 	}
+	noFanKey(t, l)
 	// Again: every node has it; the nodes fetch nothing.
 	again, err := remote.Fanout(t.Context(), nodes, []string{chain[2]})
 	if err != nil {

@@ -161,7 +161,8 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 		}
 		step := func(s string) { rm.Steps = append(rm.Steps, s) }
 		place := placeNode(in.Topology, o.Node)
-		if o.Reachable && topology.RunsNATS(place.role) {
+		nats := topology.RunsNATS(place.role)
+		if o.Reachable && nats {
 			step("check that every stream on it has a current copy on another server")
 			switch only := OnlyCopies(o.Streams); {
 			case o.StreamsErr != "":
@@ -178,7 +179,7 @@ func planRemovals(p *Plan, in PlanInput) []Observation {
 		switch {
 		case o.Container == string(remote.ContainerRunning):
 			step(fmt.Sprintf("stop its container: pct stop %d", o.VMID))
-		case o.Reachable && topology.RunsNATS(place.role):
+		case o.Reachable && nats:
 			step("stop its NATS server: systemctl stop " + NATSUnit)
 		}
 		if place.role == topology.RoleNATSCluster {
@@ -220,10 +221,10 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, others
 		return nr
 	}
 	place := placeNode(r.Topology, rm.Node)
-	member := place.role == topology.RoleNATSCluster
+	member, nats := place.role == topology.RoleNATSCluster, topology.RunsNATS(place.role)
 	mr, ok := r.Cluster.(MetaRemover)
 	switch {
-	case !topology.RunsNATS(place.role):
+	case !nats:
 	case !ok:
 		return fail("remove", errors.New("the cluster cannot take servers out of the JetStream meta group"))
 	case member:
@@ -236,7 +237,7 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, others
 
 	// 1. Its streams, again: the plan may be minutes old.
 	st.Progress(ctx, 1, steps, "check the streams on it")
-	if rm.Running && topology.RunsNATS(place.role) {
+	if rm.Running && nats {
 		sctx, cancel := context.WithTimeout(ctx, r.Config.GateTimeout)
 		streams, err := mr.StreamsOn(sctx, rm.Node)
 		cancel()
@@ -272,7 +273,7 @@ func (r *Rollout) removeNode(ctx context.Context, plan *Plan, rm Removal, others
 	}
 	switch sys, _ := r.Systems[rm.Node].(ServiceStopper); {
 	case stopped:
-	case sys != nil && rm.Running && topology.RunsNATS(place.role):
+	case sys != nil && rm.Running && nats:
 		sctx, cancel := context.WithTimeout(node, r.Config.ActivationTimeout)
 		err := sys.StopService(sctx, NATSUnit)
 		cancel()

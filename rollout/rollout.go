@@ -300,9 +300,9 @@ const precopyLimit = 4
 // nodes that switch first (precopyOpeners: the first batch of every group that starts at once) run
 // first, side by side, because their switches wait for them; the others follow, during those
 // switches. Each node's NodePlan gets the channel its copy arrives on. With Config.FanOut the nodes
-// fetch from each other (fan), and the key that lets them is taken away when the last copy ended. The
-// returned func cancels the copies still running and waits for them (Run calls it when it returns). A copy that fails is left to
-// the node's own switch, which copies again.
+// fetch from each other (fan), and the key that lets them is taken away when the last copy ended.
+// The returned func cancels the copies still running and waits for them (Run calls it when it
+// returns). A copy that fails is left to the node's own switch, which copies again.
 func (r *Rollout) precopy(ctx context.Context, plan *Plan, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

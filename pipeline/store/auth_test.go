@@ -49,20 +49,10 @@ func TestExternalClusterWithNkeyUserAndTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewServer(&server.Options{ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Nkeys: []*server.NkeyUser{{Nkey: pub}},
-		TLS: true, TLSConfig: tlsConf, TLSVerify: false, TLSTimeout: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	srv := startServerWith(t, func(o *server.Options) {
+		o.Nkeys = []*server.NkeyUser{{Nkey: pub}}
+		o.TLS, o.TLSConfig, o.TLSTimeout = true, tlsConf, 2
 	})
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("external nats-server not ready")
-	}
 	url := srv.ClientURL()
 
 	s := open(t, Config{URL: url, NkeyFile: seedFile, CAFile: caFile, Timeout: 5 * time.Second})

@@ -38,7 +38,13 @@ var backends = []backend{
 // "external cluster" of the contract suite.
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
+	return startServerWith(t, func(*server.Options) {})
+}
+
+// startServerWith is startServer with its options changed by change (users, TLS).
+func startServerWith(t *testing.T, change func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{
 		ServerName: "external",
 		Host:       "127.0.0.1",
 		Port:       server.RANDOM_PORT,
@@ -46,7 +52,9 @@ func startServer(t *testing.T) *server.Server {
 		StoreDir:   t.TempDir(),
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	change(opts)
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
